@@ -1,0 +1,231 @@
+//! Pipeline configuration: one TOML file per pipeline, validated with errors that name the key
+//! and the file.
+//!
+//! ```
+//! let config = weir::config::PipelineConfig::from_toml_str(r#"
+//!     [pipeline]
+//!     name = "orders"
+//!     batch_interval = "200ms"
+//!     checkpoint_dir = "/var/lib/weir/orders"
+//!
+//!     [source]
+//!     brokers = "127.0.0.1:9092"
+//!     topics = ["orders"]
+//!     max_rate_per_partition = 50000
+//!
+//!     [sink]
+//!     table = "orders"
+//!     [[sink.columns]]
+//!     name = "id"
+//!     type = "bigint"
+//! "#).unwrap();
+//! assert_eq!(config.pipeline.batch_interval.as_millis(), 200);
+//! assert_eq!(config.pipeline.checkpoint_interval().as_secs(), 10);
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::sink::SqlSinkConfig;
+use crate::source::KafkaSourceConfig;
+
+/// The smallest batch interval weir accepts.
+pub const MIN_BATCH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Identity, timing and checkpoint of the pipeline.
+    pub pipeline: PipelineSection,
+    /// The Kafka source.
+    pub source: KafkaSourceConfig,
+    /// The SQL sink; SQLite in `weir.db` when the file has no `[sink]` url.
+    pub sink: SqlSinkConfig,
+}
+
+/// The `[pipeline]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Stable name; part of every commit key, so it must never change for a running pipeline.
+    pub name: String,
+    /// Time between batches, e.g. `"200ms"` or `"1s"`; at least 50 ms.
+    #[serde(with = "duration")]
+    pub batch_interval: Duration,
+    /// Directory of snapshots and the plan log; one process at a time.
+    pub checkpoint_dir: PathBuf,
+    /// Time between snapshots; defaults to the smallest multiple of the batch interval that is
+    /// at least 10 s. Must be a multiple of the batch interval.
+    #[serde(default, with = "duration::option")]
+    pub checkpoint_interval: Option<Duration>,
+}
+
+impl PipelineSection {
+    /// The snapshot interval in force.
+    pub fn checkpoint_interval(&self) -> Duration {
+        self.checkpoint_interval
+            .unwrap_or_else(|| crate::checkpoint::default_checkpoint_interval(self.batch_interval))
+    }
+}
+
+impl PipelineConfig {
+    /// Reads and validates a pipeline file; errors name the file and the key.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml_str(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates a pipeline from TOML text.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let key = e
+                .message()
+                .split('`')
+                .nth(1)
+                .map(str::to_owned)
+                .unwrap_or_else(|| "(file)".to_owned());
+            Error::config(key, e.to_string().trim_end().to_owned())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the first bad key.
+    pub fn validate(&self) -> Result<()> {
+        let name = &self.pipeline.name;
+        let plain = !name.is_empty()
+            && name.len() <= 100
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain {
+            return Err(Error::config(
+                "pipeline.name",
+                format!("{name:?} must be 1 to 100 of a-z A-Z 0-9 . _ -"),
+            ));
+        }
+        let interval = self.pipeline.batch_interval;
+        if interval < MIN_BATCH_INTERVAL {
+            return Err(Error::config(
+                "pipeline.batch_interval",
+                format!(
+                    "{} is below the minimum of 50ms",
+                    humantime::format_duration(interval)
+                ),
+            ));
+        }
+        if !interval.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(Error::config(
+                "pipeline.batch_interval",
+                "must be a whole number of milliseconds",
+            ));
+        }
+        if let Some(every) = self.pipeline.checkpoint_interval
+            && (every.is_zero() || every.as_nanos() % interval.as_nanos() != 0) {
+                return Err(Error::config(
+                    "pipeline.checkpoint_interval",
+                    format!(
+                        "{} is not a multiple of the batch interval {}",
+                        humantime::format_duration(every),
+                        humantime::format_duration(interval)
+                    ),
+                ));
+            }
+        self.source.validate()?;
+        self.sink.validate()?;
+        Ok(())
+    }
+
+    /// The Kafka consumer group used for lag reporting and `starting_offsets = "committed"`.
+    pub fn group_id(&self) -> String {
+        self.source
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("weir-{}", self.pipeline.name))
+    }
+}
+
+/// Serde helpers for durations written as `"200ms"`, `"1s"`, `"1m 30s"`.
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Deserializes a humantime duration.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}); write e.g. \"200ms\", \"1s\" or \"1m 30s\""
+            ))
+        })
+    }
+
+    /// The same for optional durations.
+    pub(crate) mod option {
+        use std::time::Duration;
+
+        use serde::Deserializer;
+
+        /// Deserializes an optional humantime duration.
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [pipeline]
+        name = "orders"
+        batch_interval = "1s"
+        checkpoint_dir = "/tmp/x"
+        [source]
+        brokers = "127.0.0.1:9092"
+        topics = ["orders"]
+        [sink]
+        table = "orders"
+        [[sink.columns]]
+        name = "id"
+        type = "bigint"
+    "#;
+
+    #[test]
+    fn minimal_file_loads_with_defaults() {
+        let c = PipelineConfig::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(c.group_id(), "weir-orders");
+        assert_eq!(c.pipeline.checkpoint_interval(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("topics =", "topicz = [\"x\"]\ntopics =");
+        let e = PipelineConfig::from_toml_str(&text).unwrap_err().to_string();
+        assert!(e.contains("topicz"), "{e}");
+    }
+
+    #[test]
+    fn bad_interval_is_named() {
+        let text = MINIMAL.replace("\"1s\"", "\"10ms\"");
+        let e = PipelineConfig::from_toml_str(&text).unwrap_err().to_string();
+        assert!(e.contains("pipeline.batch_interval"), "{e}");
+        let text = MINIMAL.replace("\"1s\"", "\"soon\"");
+        let e = PipelineConfig::from_toml_str(&text).unwrap_err().to_string();
+        assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn file_is_named() {
+        let e = Error::config("a.b", "bad").in_file("/etc/p.toml").to_string();
+        assert_eq!(e, "/etc/p.toml: config key `a.b`: bad");
+    }
+}

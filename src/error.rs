@@ -1,0 +1,275 @@
+//! The one error type of weir.
+//!
+//! Every error says what to do and names what it is about: the record (topic/partition/offset),
+//! the configuration key, the checkpoint file or the batch. Each one knows whether trying again can
+//! help ([`Error::is_retryable`]): a database that went away is worth waiting for, a record that is
+//! not valid JSON is not.
+
+use std::path::PathBuf;
+
+use crate::plan::{BatchTime, OffsetRange, TopicPartition};
+
+/// `Result` with weir's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in weir.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is missing or invalid.
+    #[error("{}config key `{key}`: {message}", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
+    Config {
+        /// The file the key was read from, when there is one.
+        file: Option<PathBuf>,
+        /// The dotted key, e.g. `source.max_rate_per_partition`.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+
+    /// A call to Kafka failed.
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        /// What weir was doing.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+
+    /// A topic or partition the pipeline reads was deleted.
+    #[error(
+        "kafka: {what} no longer exists; a pipeline cannot continue without its input. Recreate it or remove it from `source.topics` and reset the checkpoint"
+    )]
+    SourceVanished {
+        /// The topic or partition, e.g. `orders/3`.
+        what: String,
+    },
+
+    /// Records the pipeline has not read yet were deleted by retention (invariant 6).
+    #[error(
+        "data loss on {tp}: offsets [{from}..{log_start}) were deleted by retention before weir read them. Raise the topic's retention, or set `source.on_data_loss = \"skip\"` to skip them and record the gap"
+    )]
+    DataLoss {
+        /// The partition.
+        tp: TopicPartition,
+        /// The first offset weir needed.
+        from: i64,
+        /// The partition's log start offset now.
+        log_start: i64,
+    },
+
+    /// A record could not be processed.
+    #[error("record {tp}@{offset}: {reason}")]
+    Record {
+        /// The partition of the record.
+        tp: TopicPartition,
+        /// The record's offset.
+        offset: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The checkpoint directory is unusable.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+
+    /// Another process holds the checkpoint directory.
+    #[error("checkpoint {} is in use by another weir process (lock held on its LOCK file); stop that process first, or give this pipeline its own `pipeline.checkpoint_dir`", path.display())]
+    CheckpointLocked {
+        /// The directory.
+        path: PathBuf,
+    },
+
+    /// The checkpoint was written by a pipeline whose identity differs from this one.
+    #[error("checkpoint {} belongs to a different pipeline: {changes}. Undo the change, or run `weir checkpoint reset --keep-offsets <pipeline.toml>` to start fresh state at the stored offsets", path.display())]
+    FingerprintMismatch {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What changed, e.g. `topics: [a] -> [a, b]`.
+        changes: String,
+    },
+
+    /// Two batches do not line up (invariant 1): a planner or recovery bug, so the pipeline stops
+    /// rather than lose or double data.
+    #[error(
+        "contiguity violated for {what}: {detail}; the pipeline stopped so that nothing is lost or doubled"
+    )]
+    Contiguity {
+        /// The pipeline and partition concerned.
+        what: String,
+        /// Both ranges.
+        detail: String,
+    },
+
+    /// A database operation failed.
+    #[error("database: {context}: {source}")]
+    Database {
+        /// What weir was doing, naming the batch and partition when there is one.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// A file operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A batch failed for a reason named in `message`.
+    #[error("batch {batch_time}: {message}")]
+    Batch {
+        /// The batch.
+        batch_time: BatchTime,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A background task panicked or was cancelled: a bug in weir.
+    #[error("{what} failed: {message}; this is a bug in weir, please report it with the log")]
+    TaskFailed {
+        /// What the task was doing.
+        what: String,
+        /// The panic or cancellation.
+        message: String,
+    },
+
+    /// A committed range in the sink does not match what the checkpoint expects.
+    #[error("sink and checkpoint disagree on {range}: {message}")]
+    SinkAhead {
+        /// The range the sink holds.
+        range: OffsetRange,
+        /// What to do.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A configuration error for `key`, without a file yet (see [`Error::in_file`]).
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Config {
+            file: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A Kafka error with what weir was doing.
+    pub fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        Self::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A database error with what weir was doing.
+    pub fn database(context: impl Into<String>, source: sqlx::Error) -> Self {
+        Self::Database {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A checkpoint error for `path`.
+    pub fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Attaches the configuration file to a [`Error::Config`]; other errors pass through.
+    #[must_use]
+    pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
+        match self {
+            Self::Config { key, message, .. } => Self::Config {
+                file: Some(path.into()),
+                key,
+                message,
+            },
+            other => other,
+        }
+    }
+
+    /// True when the same operation may succeed if tried again later: lost connections,
+    /// deadlocks, a broker that is restarting. Errors about data, configuration or protocol
+    /// invariants are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Kafka { source, .. } => kafka_is_retryable(source),
+            Self::Database { source, .. } => database_is_retryable(source),
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::StorageFull
+            ),
+            _ => false,
+        }
+    }
+}
+
+fn kafka_is_retryable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+    match error.rdkafka_error_code() {
+        Some(
+            Code::UnknownTopicOrPartition
+            | Code::UnknownTopic
+            | Code::UnknownPartition
+            | Code::OffsetOutOfRange
+            | Code::TopicAuthorizationFailed
+            | Code::InvalidConfig,
+        ) => false,
+        Some(_) => true,
+        None => !matches!(
+            error,
+            KafkaError::ClientCreation(_) | KafkaError::Subscription(_) | KafkaError::Canceled
+        ),
+    }
+}
+
+/// Connection loss, pool exhaustion, deadlocks and serialization failures are transient;
+/// constraint and type errors belong to the data.
+pub(crate) fn database_is_retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            // PostgreSQL SQLSTATE classes 08 (connection), 40 (transaction rollback: deadlock,
+            // serialization), 53 (insufficient resources), 57P0x (admin shutdown / crash);
+            // MySQL 1205 (lock wait timeout), 1213 (deadlock), 2006/2013 (server gone);
+            // SQLite 5/6 (busy/locked).
+            code.starts_with("08")
+                || code.starts_with("40")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || matches!(code, "1205" | "1213" | "2006" | "2013" | "5" | "6")
+        }
+        _ => false,
+    }
+}

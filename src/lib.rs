@@ -1,0 +1,30 @@
+//! # weir
+//!
+//! Exactly-once stream processing from Kafka into SQL tables.
+//!
+//! weir reads Kafka in *direct mode*: for every batch it plans one [`plan::OffsetRange`] per Kafka
+//! partition, writes that [`plan::BatchPlan`] to the checkpoint's plan log before anything else
+//! happens, reads exactly those ranges, and writes each output partition's result to the sink in one
+//! transaction keyed by `(pipeline, batch time, partition)`. A crash at any instant is followed by
+//! a replay of the logged plans, and the commit table turns every replayed write into a no-op.
+//!
+//! The modules follow the life of a batch:
+//!
+//! - [`config`]: the pipeline file, validated with errors that name the key.
+//! - [`source`]: the direct Kafka source: assignment, watermarks, planning, range fetch.
+//! - [`rate`]: per-partition caps and PID backpressure.
+//! - [`checkpoint`]: snapshots, the plan log, recovery.
+//! - [`sink`]: the [`sink::Sink`] trait and the SQL sink with its commit table.
+//! - [`runtime`]: the scheduler that ticks batches, and shutdown.
+//! - [`plan`] and [`error`]: the shared vocabulary.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod plan;
+pub mod rate;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+
+pub use error::{Error, Result};

@@ -1,0 +1,142 @@
+//! The `weir` command: run a pipeline, inspect or reset its checkpoint.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use weir::config::PipelineConfig;
+
+/// Exactly-once stream processing from Kafka into SQL tables.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log shippers; `auto` picks text on a terminal.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true, env = "WEIR_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline until SIGINT/SIGTERM: recover from its checkpoint, then consume its topics
+    /// into its table. The first signal stops after the running batch; a second exits at once.
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Stop after this many new batches (for scripts and benchmarks).
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
+    /// Inspect or reset a checkpoint directory.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckpointCommand {
+    /// Show the snapshots and plan logs of a checkpoint directory.
+    Inspect {
+        /// The checkpoint directory (`pipeline.checkpoint_dir`).
+        dir: PathBuf,
+    },
+    /// Start fresh operator state at the stored offsets, after a change to the pipeline's identity.
+    Reset {
+        /// Keep the stored offsets (the only reset weir offers: a reset that forgets offsets
+        /// would re-read or skip data; delete the directory for that).
+        #[arg(long, required = true)]
+        keep_offsets: bool,
+        /// The pipeline file whose checkpoint to reset.
+        pipeline: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(message = "weir stopped with an error.", error = format!("{error:#}"));
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run {
+            pipeline,
+            max_batches,
+        } => {
+            let config = PipelineConfig::from_path(&pipeline)?;
+            let shutdown = weir::runtime::shutdown::on_signals()
+                .context("installing the SIGINT/SIGTERM handlers")?;
+            weir::runtime::run_pipeline(&config, shutdown, max_batches).await?;
+            Ok(())
+        }
+        Command::Checkpoint {
+            command: CheckpointCommand::Inspect { dir },
+        } => {
+            let inspection = tokio::task::spawn_blocking(move || weir::checkpoint::inspect(&dir))
+                .await
+                .context("inspecting the checkpoint")??;
+            println!("{inspection}");
+            Ok(())
+        }
+        Command::Checkpoint {
+            command: CheckpointCommand::Reset { pipeline, .. },
+        } => {
+            let config = PipelineConfig::from_path(&pipeline)?;
+            let identity = weir::runtime::pipeline_identity(&config);
+            let dir = config.pipeline.checkpoint_dir.clone();
+            tokio::task::spawn_blocking(move || weir::checkpoint::reset_keep_offsets(&dir, &identity))
+                .await
+                .context("resetting the checkpoint")??;
+            println!(
+                "checkpoint {} reset: offsets kept, operator state dropped",
+                config.pipeline.checkpoint_dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.compact().init();
+    }
+}

@@ -1,0 +1,15 @@
+//! The runtime: the scheduler that ticks batches (Spark's JobGenerator), the jobs it runs, and
+//! shutdown on signals.
+//!
+//! This is the only module that reads the wall clock: batch times come from here and are handed
+//! to everything else (invariant 3).
+#![allow(clippy::disallowed_methods)]
+
+mod job;
+mod pipeline;
+mod scheduler;
+pub mod shutdown;
+
+pub use pipeline::{pipeline_identity, run_pipeline};
+pub use job::{BatchJob, BatchOutcome, TableJob};
+pub use scheduler::{RunSummary, Schedule, Scheduler};

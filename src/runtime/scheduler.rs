@@ -1,0 +1,333 @@
+//! The scheduler: Spark's JobGenerator, done right.
+//!
+//! Batches run on a fixed grid of the batch interval, one at a time. For each tick `t` the
+//! scheduler asks the source for watermarks, the rate controller for caps and the planner for
+//! `P(t)`; it appends `P(t)` to the plan log and fsyncs it before anything else happens
+//! (invariant 2), then reads the ranges and hands them to the job. Every checkpoint interval it
+//! writes a snapshot. After downtime it does not create one batch per missed interval: the next
+//! batch time is the current grid point, and the caps spread the backlog over batches.
+//!
+//! Recovery runs before the first tick: the newest valid snapshot is loaded, the plans logged
+//! after it are executed again verbatim (the sink's commit table turns repeated writes into
+//! no-ops, and state is recomputed), and only then is anything planned anew.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::job::{BatchJob, BatchOutcome};
+use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
+use crate::error::{Error, Result};
+use crate::plan::{BatchPlan, BatchTime, TopicPartition, interval_millis};
+use crate::rate::{BatchStats, RateController};
+use crate::source::{KafkaSource, Planner, lags};
+
+/// Timing of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The pipeline's stable name.
+    pub pipeline: String,
+    /// Time between batches.
+    pub batch_interval: Duration,
+    /// Time between snapshots (a multiple of the batch interval).
+    pub checkpoint_interval: Duration,
+    /// How often to look for new partitions.
+    pub metadata_refresh_interval: Duration,
+    /// Commit finished offsets to the consumer group (for lag tools only).
+    pub commit_offsets: bool,
+    /// What the checkpoint must belong to.
+    pub identity: PipelineIdentity,
+    /// Stop after this many batches planned anew (tests and benchmarks); `None` runs until
+    /// shutdown.
+    pub max_batches: Option<u64>,
+}
+
+/// What a run did, for the log and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Logged plans executed again during recovery.
+    pub replayed: u64,
+    /// Batches planned and run anew.
+    pub batches: u64,
+    /// Records read in new batches.
+    pub records: u64,
+    /// The last batch time completed.
+    pub last_batch: Option<BatchTime>,
+}
+
+/// Runs one pipeline until shutdown.
+pub struct Scheduler<J> {
+    schedule: Schedule,
+    source: KafkaSource,
+    planner: Planner,
+    rate: RateController,
+    store: Arc<Mutex<CheckpointStore>>,
+    job: J,
+    shutdown: CancellationToken,
+}
+
+impl<J: BatchJob> Scheduler<J> {
+    /// A scheduler over an open checkpoint store.
+    pub fn new(
+        schedule: Schedule,
+        source: KafkaSource,
+        planner: Planner,
+        rate: RateController,
+        store: CheckpointStore,
+        job: J,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            schedule,
+            source,
+            planner,
+            rate,
+            store: Arc::new(Mutex::new(store)),
+            job,
+            shutdown,
+        }
+    }
+
+    /// Recovers, then runs batches until the shutdown token is cancelled (or `max_batches` is
+    /// reached), then finishes the running batch and writes a snapshot.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the sense of finishing work: dropping the future mid-batch is safe for
+    /// exactly-once (the next start re-runs the logged plan), but skips the final snapshot. Use
+    /// the shutdown token to stop gracefully.
+    pub async fn run(mut self) -> Result<RunSummary> {
+        let mut summary = RunSummary::default();
+        let interval = self.schedule.batch_interval;
+        let (mut last_t, mut last_snapshot) = self.recover(&mut summary).await?;
+        let mut known: BTreeSet<TopicPartition> = self.planner.positions().keys().cloned().collect();
+        let mut last_refresh = Instant::now();
+
+        while !self.shutdown.is_cancelled()
+            && self.schedule.max_batches.is_none_or(|max| summary.batches < max)
+        {
+            let t = next_batch_time(last_t, now_millis(), interval);
+            if !self.sleep_until(t).await {
+                break;
+            }
+            let scheduling_delay = Duration::from_millis(
+                u64::try_from(now_millis().saturating_sub(t.as_millis())).unwrap_or(0),
+            );
+            let started = Instant::now();
+
+            if last_refresh.elapsed() >= self.schedule.metadata_refresh_interval {
+                last_refresh = Instant::now();
+                let found = self.source.discover().await?;
+                for tp in found.difference(&known) {
+                    info!(message = "Found a new partition; it starts at its first record.", partition = %tp);
+                }
+                known.extend(found);
+            }
+            let watermarks = self.source.watermarks(&known).await?;
+            let caps = self
+                .rate
+                .caps(&lags(self.planner.positions(), &watermarks), interval);
+            let plan = self.planner.plan(t, &watermarks, &caps)?;
+            self.log_plan(&plan).await?;
+            self.planner.advance(&plan)?;
+
+            let span = info_span!("batch", batch_time = %t);
+            let outcome = self.execute(&plan).instrument(span).await?;
+            let processing = started.elapsed();
+            last_t = t;
+            summary.batches += 1;
+            summary.records += outcome.records;
+            summary.last_batch = Some(t);
+            self.rate.update(BatchStats {
+                batch_time: t,
+                records: outcome.records,
+                processing_delay: processing,
+                scheduling_delay,
+            });
+            log_batch(&plan, &outcome, processing, scheduling_delay, &caps_total(&plan));
+
+            if t.as_millis() - last_snapshot.as_millis()
+                >= interval_millis(self.schedule.checkpoint_interval)
+            {
+                self.snapshot(t).await?;
+                last_snapshot = t;
+            }
+            if self.schedule.commit_offsets
+                && let Err(error) = self.source.commit_offsets(self.planner.positions()) {
+                    warn!(message = "Could not commit offsets to the consumer group; lag tools will lag.", %error);
+                }
+        }
+        if last_t > last_snapshot {
+            self.snapshot(last_t).await?;
+        }
+        info!(
+            message = "Pipeline stopped.",
+            pipeline = %self.schedule.pipeline,
+            batches = summary.batches,
+            replayed = summary.replayed,
+            last_batch = ?summary.last_batch.map(BatchTime::as_millis),
+        );
+        Ok(summary)
+    }
+
+    /// Loads the checkpoint and re-executes the logged plans; returns the last batch time and
+    /// the time of the newest snapshot.
+    async fn recover(&mut self, summary: &mut RunSummary) -> Result<(BatchTime, BatchTime)> {
+        let store = Arc::clone(&self.store);
+        let identity = self.schedule.identity.clone();
+        let recovery = blocking(move || lock(&store)?.recover(&identity)).await?;
+        match recovery {
+            Recovery::Fresh => {
+                let partitions = self.source.discover().await?;
+                let positions = self.source.starting_positions(&partitions).await?;
+                let t = BatchTime::floor(now_millis(), self.schedule.batch_interval);
+                self.planner.restore(positions.clone());
+                self.source.assign(&positions)?;
+                self.snapshot(t).await?;
+                info!(message = "Started a new pipeline.", pipeline = %self.schedule.pipeline, partitions = positions.len());
+                Ok((t, t))
+            }
+            Recovery::Resume { snapshot, plans } => {
+                self.job.restore(snapshot.operator_state.clone())?;
+                let mut positions = snapshot.positions.clone();
+                for plan in &plans {
+                    for range in &plan.ranges {
+                        positions.entry(range.tp.clone()).or_insert(range.from);
+                    }
+                }
+                self.source.assign(&positions)?;
+                self.planner.restore(snapshot.positions.clone());
+                let mut last_t = snapshot.batch_time;
+                for plan in &plans {
+                    let span = info_span!("replay", batch_time = %plan.batch_time);
+                    self.execute(plan).instrument(span).await?;
+                    self.planner.advance(plan)?;
+                    last_t = plan.batch_time;
+                    summary.replayed += 1;
+                }
+                info!(
+                    message = "Recovered from the checkpoint.",
+                    pipeline = %self.schedule.pipeline,
+                    snapshot = %snapshot.batch_time,
+                    replayed = plans.len(),
+                );
+                Ok((last_t, snapshot.batch_time))
+            }
+        }
+    }
+
+    async fn execute(&mut self, plan: &BatchPlan) -> Result<BatchOutcome> {
+        let assigned = self.source.assigned();
+        if plan.ranges.iter().any(|r| !assigned.contains(&r.tp)) {
+            // A partition appeared: assign everything again at the plan's starting offsets.
+            let positions = plan.ranges.iter().map(|r| (r.tp.clone(), r.from)).collect();
+            self.source.assign(&positions)?;
+        }
+        let input = self.source.fetch(plan).await?;
+        self.job.run_batch(plan, input).await
+    }
+
+    async fn log_plan(&self, plan: &BatchPlan) -> Result<()> {
+        let store = Arc::clone(&self.store);
+        let record = plan.clone();
+        blocking(move || lock(&store)?.append_plan(&record)).await?;
+        KafkaSource::log_plan(plan);
+        Ok(())
+    }
+
+    async fn snapshot(&self, t: BatchTime) -> Result<()> {
+        let snapshot = Snapshot {
+            batch_interval_ms: u64::try_from(interval_millis(self.schedule.batch_interval))
+                .unwrap_or(u64::MAX),
+            batch_time: t,
+            positions: self.planner.positions().clone(),
+            operator_state: self.job.state(),
+            identity: self.schedule.identity.clone(),
+        };
+        let store = Arc::clone(&self.store);
+        blocking(move || lock(&store)?.write_snapshot(&snapshot)).await
+    }
+
+    /// Sleeps until the wall clock reaches `t`; false when shutdown came first.
+    async fn sleep_until(&self, t: BatchTime) -> bool {
+        let wait = u64::try_from(t.as_millis().saturating_sub(now_millis())).unwrap_or(0);
+        if wait == 0 {
+            return !self.shutdown.is_cancelled();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(wait)) => true,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+}
+
+/// The next batch time after `last`: one interval later, or the current grid point when the
+/// pipeline is behind, so missed intervals are not each given a batch.
+fn next_batch_time(last: BatchTime, now_ms: i64, interval: Duration) -> BatchTime {
+    last.next(interval).max(BatchTime::floor(now_ms, interval))
+}
+
+fn caps_total(plan: &BatchPlan) -> u64 {
+    plan.record_upper_bound()
+}
+
+fn log_batch(
+    plan: &BatchPlan,
+    outcome: &BatchOutcome,
+    processing: Duration,
+    scheduling_delay: Duration,
+    planned: &u64,
+) {
+    info!(
+        message = "Batch done.",
+        batch_time = %plan.batch_time,
+        records = outcome.records,
+        planned,
+        rows = outcome.rows,
+        replayed_partitions = outcome.already_committed,
+        skipped = outcome.skipped,
+        dead_letters = outcome.dead_letters,
+        processing_ms = processing.as_millis(),
+        scheduling_delay_ms = scheduling_delay.as_millis(),
+    );
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn lock(store: &Mutex<CheckpointStore>) -> Result<std::sync::MutexGuard<'_, CheckpointStore>> {
+    store.lock().map_err(|_| Error::TaskFailed {
+        what: "a checkpoint write".to_owned(),
+        message: "an earlier checkpoint operation panicked".to_owned(),
+    })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::TaskFailed {
+            what: "a checkpoint operation".to_owned(),
+            message: e.to_string(),
+        })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flood_of_missed_batches() {
+        let i = Duration::from_millis(100);
+        let last = BatchTime::from_millis(1_000);
+        assert_eq!(next_batch_time(last, 1_050, i).as_millis(), 1_100);
+        // Ten seconds of downtime give one batch at the current grid point, not a hundred.
+        assert_eq!(next_batch_time(last, 11_042, i).as_millis(), 11_000);
+    }
+}

@@ -1,0 +1,344 @@
+//! One connection pool and one transaction type over the three databases, so that the commit
+//! protocol is written once. Each variant binds [`SqlValue`]s the way its driver needs them
+//! (PostgreSQL types its parameters, so even NULLs carry their column type).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::mysql::{
+    MySql, MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow,
+};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::sqlite::{
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::types::Json;
+use sqlx::{Arguments, AssertSqlSafe, FromRow, Transaction};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+use crate::sink::config::redact;
+use crate::sink::dialect::Dialect;
+use crate::sink::types::ColumnType;
+use crate::sink::value::SqlValue;
+
+/// A pool of connections to the sink database.
+#[derive(Debug, Clone)]
+pub(crate) enum SinkPool {
+    Postgres(PgPool),
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// An open transaction on one pooled connection.
+pub(crate) enum SinkTx {
+    Postgres(Transaction<'static, Postgres>),
+    MySql(Transaction<'static, MySql>),
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// Rows the sink reads back: decodable from every database.
+pub(crate) trait AnyRow:
+    for<'r> FromRow<'r, PgRow>
+    + for<'r> FromRow<'r, MySqlRow>
+    + for<'r> FromRow<'r, SqliteRow>
+    + Send
+    + Unpin
+{
+}
+impl<T> AnyRow for T where
+    T: for<'r> FromRow<'r, PgRow>
+        + for<'r> FromRow<'r, MySqlRow>
+        + for<'r> FromRow<'r, SqliteRow>
+        + Send
+        + Unpin
+{
+}
+
+/// Runs `$body` with `$c` bound to the variant's inner value and `$args` to `$params` as that
+/// database's arguments.
+macro_rules! dispatch {
+    ($self:expr, $c:ident, $args:ident = $params:expr => $body:expr) => {
+        match $self {
+            Self::Postgres($c) => {
+                let $args = pg_arguments($params)?;
+                $body
+            }
+            Self::MySql($c) => {
+                let $args = mysql_arguments($params)?;
+                $body
+            }
+            Self::Sqlite($c) => {
+                let $args = sqlite_arguments($params)?;
+                $body
+            }
+        }
+    };
+}
+
+impl SinkPool {
+    /// A pool that connects on first use (so a database that is down is a retryable error
+    /// later, not a failure here).
+    pub(crate) fn connect_lazy(url: &str, dialect: Dialect, size: u32) -> Result<Self> {
+        let bad_url =
+            |e: sqlx::Error| Error::config("sink.url", format!("cannot use {}: {e}", redact(url)));
+        let acquire_timeout = Duration::from_secs(10);
+        Ok(match dialect {
+            Dialect::Postgres => {
+                let options = PgConnectOptions::from_str(url).map_err(bad_url)?;
+                Self::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(size)
+                        .acquire_timeout(acquire_timeout)
+                        .connect_lazy_with(options),
+                )
+            }
+            Dialect::MySql => {
+                let url = match url.split_once("://") {
+                    Some((_, rest)) => format!("mysql://{rest}"),
+                    None => url.to_owned(),
+                };
+                let options = MySqlConnectOptions::from_str(&url).map_err(bad_url)?;
+                Self::MySql(
+                    MySqlPoolOptions::new()
+                        .max_connections(size)
+                        .acquire_timeout(acquire_timeout)
+                        .connect_lazy_with(options),
+                )
+            }
+            Dialect::Sqlite => {
+                // FULL: a commit the checkpoint relies on must survive a power cut.
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(bad_url)?
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(30));
+                Self::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(size)
+                        .acquire_timeout(Duration::from_secs(60))
+                        .connect_lazy_with(options),
+                )
+            }
+        })
+    }
+
+    /// The dialect of this pool.
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self {
+            Self::Postgres(_) => Dialect::Postgres,
+            Self::MySql(_) => Dialect::MySql,
+            Self::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Applies the bookkeeping migrations of `migrations/<database>/`.
+    pub(crate) async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Self::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await,
+            Self::MySql(p) => sqlx::migrate!("migrations/mysql").run(p).await,
+            Self::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await,
+        }
+    }
+
+    /// Begins a transaction on a connection of its own.
+    pub(crate) async fn begin(&self) -> Result<SinkTx, sqlx::Error> {
+        Ok(match self {
+            Self::Postgres(p) => SinkTx::Postgres(p.begin().await?),
+            Self::MySql(p) => SinkTx::MySql(p.begin().await?),
+            Self::Sqlite(p) => SinkTx::Sqlite(p.begin().await?),
+        })
+    }
+
+    /// Runs one statement outside a transaction; returns the rows affected.
+    pub(crate) async fn execute(
+        &self,
+        sql: String,
+        params: &[SqlValue],
+    ) -> Result<u64, sqlx::Error> {
+        dispatch!(self, c, args = params => sqlx::query_with(AssertSqlSafe(sql), args).execute(c).await.map(|r| r.rows_affected()))
+    }
+
+    /// Every row of a query.
+    pub(crate) async fn fetch_all<T: AnyRow>(
+        &self,
+        sql: String,
+        params: &[SqlValue],
+    ) -> Result<Vec<T>, sqlx::Error> {
+        dispatch!(self, c, args = params => sqlx::query_as_with(AssertSqlSafe(sql), args).fetch_all(c).await)
+    }
+
+    /// The first row of a query, if any.
+    pub(crate) async fn fetch_optional<T: AnyRow>(
+        &self,
+        sql: String,
+        params: &[SqlValue],
+    ) -> Result<Option<T>, sqlx::Error> {
+        dispatch!(self, c, args = params => sqlx::query_as_with(AssertSqlSafe(sql), args).fetch_optional(c).await)
+    }
+
+    /// Closes every connection.
+    pub(crate) async fn close(&self) {
+        match self {
+            Self::Postgres(p) => p.close().await,
+            Self::MySql(p) => p.close().await,
+            Self::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+impl SinkTx {
+    /// Runs one statement; returns the rows affected.
+    pub(crate) async fn execute(
+        &mut self,
+        sql: String,
+        params: &[SqlValue],
+    ) -> Result<u64, sqlx::Error> {
+        dispatch!(self, c, args = params => sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut **c).await.map(|r| r.rows_affected()))
+    }
+
+    /// The first row of a query, if any.
+    pub(crate) async fn fetch_optional<T: AnyRow>(
+        &mut self,
+        sql: String,
+        params: &[SqlValue],
+    ) -> Result<Option<T>, sqlx::Error> {
+        dispatch!(self, c, args = params => sqlx::query_as_with(AssertSqlSafe(sql), args).fetch_optional(&mut **c).await)
+    }
+
+    /// PostgreSQL only: streams `data` (COPY text format) through `statement`; returns the rows
+    /// copied.
+    pub(crate) async fn copy_in(
+        &mut self,
+        statement: &str,
+        data: &[u8],
+    ) -> Result<u64, sqlx::Error> {
+        let Self::Postgres(tx) = self else {
+            return Err(sqlx::Error::Protocol("COPY is PostgreSQL only".into()));
+        };
+        let mut copy = tx.copy_in_raw(statement).await?;
+        // Bounded messages: the server buffers each one whole.
+        for piece in data.chunks(1 << 20) {
+            if let Err(e) = copy.send(piece).await {
+                // The connection may still be usable: end COPY mode before reporting.
+                let _ = copy.abort(e.to_string()).await;
+                return Err(e);
+            }
+        }
+        copy.finish().await
+    }
+
+    /// Commits.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(tx) => tx.commit().await,
+            Self::MySql(tx) => tx.commit().await,
+            Self::Sqlite(tx) => tx.commit().await,
+        }
+    }
+
+    /// Rolls back.
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(tx) => tx.rollback().await,
+            Self::MySql(tx) => tx.rollback().await,
+            Self::Sqlite(tx) => tx.rollback().await,
+        }
+    }
+}
+
+fn encode_error(e: sqlx::error::BoxDynError) -> sqlx::Error {
+    sqlx::Error::Encode(e)
+}
+
+fn pg_arguments(params: &[SqlValue]) -> Result<PgArguments, sqlx::Error> {
+    let mut args = PgArguments::default();
+    for value in params {
+        match value {
+            SqlValue::Null(t) => match t {
+                ColumnType::Text => args.add(None::<&str>),
+                ColumnType::BigInt => args.add(None::<i64>),
+                ColumnType::Integer => args.add(None::<i32>),
+                ColumnType::Double => args.add(None::<f64>),
+                ColumnType::Boolean => args.add(None::<bool>),
+                ColumnType::Numeric { .. } => args.add(None::<Decimal>),
+                ColumnType::Timestamptz => args.add(None::<DateTime<Utc>>),
+                ColumnType::Date => args.add(None::<NaiveDate>),
+                ColumnType::Json => args.add(None::<Json<&RawValue>>),
+                ColumnType::Bytes => args.add(None::<&[u8]>),
+            },
+            SqlValue::Json(s) => match serde_json::from_str::<&RawValue>(s) {
+                Ok(raw) => args.add(Json(raw)),
+                // Not JSON after all: let PostgreSQL refuse it as the record's error.
+                Err(_) => args.add(s.as_str()),
+            },
+            SqlValue::Numeric(d) => args.add(*d),
+            SqlValue::Timestamptz(t) => args.add(*t),
+            other => add_common(&mut args, other),
+        }
+        .map_err(encode_error)?;
+    }
+    Ok(args)
+}
+
+fn mysql_arguments(params: &[SqlValue]) -> Result<MySqlArguments, sqlx::Error> {
+    let mut args = MySqlArguments::default();
+    for value in params {
+        match value {
+            SqlValue::Null(_) => args.add(None::<&str>),
+            SqlValue::Numeric(d) => args.add(*d),
+            SqlValue::Timestamptz(t) => args.add(*t),
+            other => add_common(&mut args, other),
+        }
+        .map_err(encode_error)?;
+    }
+    Ok(args)
+}
+
+fn sqlite_arguments(params: &[SqlValue]) -> Result<SqliteArguments, sqlx::Error> {
+    let mut args = SqliteArguments::default();
+    for value in params {
+        match value {
+            SqlValue::Null(_) => args.add(None::<&str>),
+            SqlValue::Json(s) => args.add(s.as_str()),
+            // SQLite has no exact decimal type: the exact text.
+            SqlValue::Numeric(d) => args.add(d.to_string()),
+            SqlValue::Timestamptz(t) => {
+                args.add(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            }
+            other => add_common(&mut args, other),
+        }
+        .map_err(encode_error)?;
+    }
+    Ok(args)
+}
+
+/// Binds the values every driver encodes the same way.
+fn add_common<A>(args: &mut A, value: &SqlValue) -> Result<(), sqlx::error::BoxDynError>
+where
+    A: Arguments,
+    for<'a> &'a str: sqlx::Encode<'a, A::Database> + sqlx::Type<A::Database>,
+    i64: for<'a> sqlx::Encode<'a, A::Database> + sqlx::Type<A::Database>,
+    i32: for<'a> sqlx::Encode<'a, A::Database> + sqlx::Type<A::Database>,
+    f64: for<'a> sqlx::Encode<'a, A::Database> + sqlx::Type<A::Database>,
+    bool: for<'a> sqlx::Encode<'a, A::Database> + sqlx::Type<A::Database>,
+    NaiveDate: for<'a> sqlx::Encode<'a, A::Database> + sqlx::Type<A::Database>,
+    for<'a> &'a [u8]: sqlx::Encode<'a, A::Database> + sqlx::Type<A::Database>,
+{
+    match value {
+        SqlValue::Text(s) | SqlValue::Json(s) => args.add(s.as_str()),
+        SqlValue::BigInt(v) => args.add(*v),
+        SqlValue::Integer(v) => args.add(*v),
+        SqlValue::Double(v) => args.add(*v),
+        SqlValue::Boolean(v) => args.add(*v),
+        SqlValue::Numeric(_) | SqlValue::Timestamptz(_) | SqlValue::Null(_) => {
+            Err("internal: NULL, numeric and timestamptz are bound per database".into())
+        }
+        SqlValue::Date(v) => args.add(*v),
+        SqlValue::Bytes(v) => args.add(v.as_slice()),
+    }
+}

@@ -1,0 +1,161 @@
+//! Reading fields out of a record's JSON without losing anything: numbers keep their literal
+//! text (so `0.1` reaches a numeric column as exactly `0.1`, never through a float), and objects
+//! and arrays keep their raw text for json columns.
+
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+
+/// A parsed JSON document whose top-level object fields are indexed once per record.
+pub(crate) struct Document<'a> {
+    root: &'a RawValue,
+    fields: Option<BTreeMap<String, &'a RawValue>>,
+}
+
+/// A JSON value found at a pointer.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Leaf<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number, as written.
+    Number(&'a str),
+    /// A string, unescaped.
+    String(String),
+    /// An object or array, as written.
+    Composite(&'a str),
+}
+
+impl<'a> Document<'a> {
+    /// Parses `text`; the error is the reason a record is refused.
+    pub(crate) fn parse(text: &'a str) -> Result<Self, String> {
+        let root: &RawValue =
+            serde_json::from_str(text).map_err(|e| format!("value is not valid JSON: {e}"))?;
+        let fields = if root.get().starts_with('{') {
+            Some(
+                serde_json::from_str(root.get())
+                    .map_err(|e| format!("value is not valid JSON: {e}"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self { root, fields })
+    }
+
+    /// The value at JSON pointer `pointer` (RFC 6901), `None` when absent.
+    pub(crate) fn get(&self, pointer: &str) -> Result<Option<&'a RawValue>, String> {
+        let mut tokens = tokens(pointer);
+        let Some(first) = tokens.next() else {
+            return Ok(Some(self.root));
+        };
+        let mut current = match &self.fields {
+            Some(fields) => match fields.get(&first) {
+                Some(v) => *v,
+                None => return Ok(None),
+            },
+            None => return Ok(None),
+        };
+        for token in tokens {
+            match step(current, &token)? {
+                Some(next) => current = next,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(current))
+    }
+}
+
+/// One level down from `raw` by `token`: an object member or an array index.
+fn step<'a>(raw: &'a RawValue, token: &str) -> Result<Option<&'a RawValue>, String> {
+    let text = raw.get();
+    let bad = |e: serde_json::Error| format!("value is not valid JSON: {e}");
+    if text.starts_with('{') {
+        let map: BTreeMap<String, &RawValue> = serde_json::from_str(text).map_err(bad)?;
+        Ok(map.get(token).copied())
+    } else if text.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(bad)?;
+        Ok(token
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| items.get(i).copied()))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The unescaped reference tokens of a JSON pointer (`~1` is `/`, `~0` is `~`).
+fn tokens(pointer: &str) -> impl Iterator<Item = String> + '_ {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+}
+
+/// What kind of JSON value `raw` is.
+pub(crate) fn leaf(raw: &RawValue) -> Result<Leaf<'_>, String> {
+    let text = raw.get().trim();
+    Ok(match text.as_bytes().first() {
+        Some(b'n') => Leaf::Null,
+        Some(b't') => Leaf::Bool(true),
+        Some(b'f') => Leaf::Bool(false),
+        Some(b'"') => {
+            Leaf::String(serde_json::from_str(text).map_err(|e| format!("bad JSON string: {e}"))?)
+        }
+        Some(b'{' | b'[') => Leaf::Composite(text),
+        _ => Leaf::Number(text),
+    })
+}
+
+/// Parses a scalar that may or may not be JSON (a record key): JSON if it parses, else the text
+/// itself as a string.
+pub(crate) fn scalar_or_text(text: &str) -> Leaf<'_> {
+    match serde_json::from_str::<&RawValue>(text) {
+        Ok(raw) => leaf(raw).unwrap_or_else(|_| Leaf::String(text.to_owned())),
+        Err(_) => Leaf::String(text.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at<'a>(doc: &Document<'a>, pointer: &str) -> Option<Leaf<'a>> {
+        doc.get(pointer).unwrap().map(|raw| leaf(raw).unwrap())
+    }
+
+    #[test]
+    fn pointers_reach_nested_fields_and_keep_number_text() {
+        let text = r#"{"id": 7, "amount": {"total": 0.10000000000000000001}, "tags": ["a", "b"], "a/b": 1, "m~n": 2, "s": "x\"y", "o": {"k": [1, 2]}}"#;
+        let doc = Document::parse(text).unwrap();
+        assert_eq!(at(&doc, "/id"), Some(Leaf::Number("7")));
+        assert_eq!(
+            at(&doc, "/amount/total"),
+            Some(Leaf::Number("0.10000000000000000001"))
+        );
+        assert_eq!(at(&doc, "/tags/1"), Some(Leaf::String("b".into())));
+        assert_eq!(at(&doc, "/a~1b"), Some(Leaf::Number("1")));
+        assert_eq!(at(&doc, "/m~0n"), Some(Leaf::Number("2")));
+        assert_eq!(at(&doc, "/s"), Some(Leaf::String("x\"y".into())));
+        assert_eq!(at(&doc, "/o"), Some(Leaf::Composite(r#"{"k": [1, 2]}"#)));
+        assert_eq!(at(&doc, "/missing"), None);
+        assert_eq!(at(&doc, "/tags/9"), None);
+        assert_eq!(at(&doc, "/id/deeper"), None);
+        assert!(matches!(at(&doc, ""), Some(Leaf::Composite(_))));
+    }
+
+    #[test]
+    fn bad_json_is_the_records_error() {
+        for text in ["{", "{\"a\":}", "[1,]", "nul", "{} x", ""] {
+            assert!(Document::parse(text).is_err(), "{text}");
+        }
+        assert!(Document::parse("42").unwrap().get("/a").unwrap().is_none());
+    }
+
+    #[test]
+    fn keys_may_be_plain_text() {
+        assert_eq!(scalar_or_text("42"), Leaf::Number("42"));
+        assert_eq!(scalar_or_text("\"k\""), Leaf::String("k".into()));
+        assert_eq!(scalar_or_text("key-1"), Leaf::String("key-1".into()));
+    }
+}

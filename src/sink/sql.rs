@@ -1,0 +1,322 @@
+//! [`SqlSink`]: the built-in [`Sink`] into PostgreSQL, MySQL/MariaDB or SQLite.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Result};
+use crate::plan::{BatchTime, OffsetRange, TopicPartition};
+use crate::sink::config::{SqlSinkConfig, WriteMode, redact};
+use crate::sink::conn::SinkPool;
+use crate::sink::dialect::{Dialect, TableSql};
+use crate::sink::mapping::RowMapper;
+use crate::sink::protocol::TableWriter;
+use crate::sink::retry::{RetryPolicy, with_retries};
+use crate::sink::value::SqlValue;
+use crate::sink::{CommitKey, CommittedPosition, Sink, WriteOutcome};
+use crate::source::PartitionBatch;
+
+/// Writes Kafka records into one SQL table, exactly once per `(pipeline, batch time, partition)`.
+///
+/// ```no_run
+/// use weir::plan::{BatchTime, OffsetRange, TopicPartition};
+/// use weir::sink::{CommitKey, Sink, SqlSink, SqlSinkConfig};
+///
+/// # async fn example(input: Vec<weir::source::PartitionBatch>) -> weir::Result<()> {
+/// let config: SqlSinkConfig = toml::from_str(r#"
+///     url = "sqlite://weir.db?mode=rwc"
+///     table = "orders"
+///     create_table = true
+///     [[columns]]
+///     name = "id"
+///     type = "bigint"
+/// "#).expect("valid TOML");
+/// let mut sink = SqlSink::new(config)?;
+/// sink.open().await?;
+/// let key = CommitKey::new("orders", BatchTime::from_millis(1_000), 0);
+/// let ranges = [OffsetRange::new(TopicPartition::new("orders", 0), 0, 10)];
+/// let outcome = sink.write(&key, &ranges, &input).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct SqlSink {
+    config: SqlSinkConfig,
+    dialect: Dialect,
+    mapper: RowMapper,
+    retry: RetryPolicy,
+    opened: Option<Opened>,
+}
+
+#[derive(Debug)]
+struct Opened {
+    pool: SinkPool,
+    writer: TableWriter,
+}
+
+/// Margin left in MySQL's `max_allowed_packet` for the statement's own framing.
+const PACKET_MARGIN: usize = 64 * 1024;
+
+impl SqlSink {
+    /// A sink for `config`, validated; no connection is made before [`Sink::open`].
+    pub fn new(config: SqlSinkConfig) -> Result<Self> {
+        config.validate()?;
+        let dialect = config.dialect()?;
+        if dialect == Dialect::Sqlite && config.schema.is_some() {
+            return Err(Error::config(
+                "sink.schema",
+                "SQLite has no schemas; remove sink.schema",
+            ));
+        }
+        let mapper = RowMapper::new(&config, dialect)?;
+        Ok(Self {
+            config,
+            dialect,
+            mapper,
+            retry: RetryPolicy::default(),
+            opened: None,
+        })
+    }
+
+    /// [`SqlSink::new`] from a borrowed configuration; no connection is made before
+    /// [`Sink::open`].
+    ///
+    /// # Cancel safety
+    /// Safe: it does no I/O.
+    pub async fn connect(config: &SqlSinkConfig) -> Result<Self> {
+        Self::new(config.clone())
+    }
+
+    /// Replaces the retry policy for transient failures.
+    #[must_use]
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SqlSinkConfig {
+        &self.config
+    }
+
+    /// Closes the connections.
+    ///
+    /// # Cancel safety
+    /// Safe: connections not yet closed are closed when the sink drops.
+    pub async fn close(&self) {
+        if let Some(opened) = &self.opened {
+            opened.pool.close().await;
+        }
+    }
+
+    fn table_sql(&self) -> TableSql {
+        TableSql::new(
+            self.dialect,
+            self.config.schema.as_deref(),
+            &self.config.table,
+            self.mapper.table_columns(),
+            self.mapper.key().to_vec(),
+        )
+    }
+
+    fn opened(&self) -> Result<&Opened> {
+        self.opened.as_ref().ok_or_else(|| {
+            Error::config(
+                "sink",
+                "the sink is not open: call Sink::open before writing",
+            )
+        })
+    }
+
+    /// Checks that the table exists with every configured column and, for upserts on MySQL
+    /// (where a missing unique key would silently append), a unique key on the key columns.
+    async fn validate_table(&self, pool: &SinkPool, table: &TableSql) -> Result<()> {
+        let name = SqlValue::Text(self.config.table.clone());
+        let schema = self.config.schema.clone().map_or(
+            SqlValue::Null(crate::sink::ColumnType::Text),
+            SqlValue::Text,
+        );
+        let (sql, params) = match self.dialect {
+            Dialect::Postgres => (
+                "SELECT column_name::text FROM information_schema.columns WHERE table_schema = COALESCE($1, current_schema()) AND table_name = $2",
+                vec![schema.clone(), name.clone()],
+            ),
+            Dialect::MySql => (
+                "SELECT CAST(column_name AS CHAR) FROM information_schema.columns WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
+                vec![schema.clone(), name.clone()],
+            ),
+            Dialect::Sqlite => ("SELECT name FROM pragma_table_info(?)", vec![name.clone()]),
+        };
+        let context = format!("reading the columns of table {}", table.table);
+        let found: Vec<(String,)> = pool
+            .fetch_all(sql.to_owned(), &params)
+            .await
+            .map_err(|e| Error::database(context, e))?;
+        if found.is_empty() {
+            return Err(Error::config(
+                "sink.table",
+                format!(
+                    "table {} does not exist in {}; create it, or set sink.create_table = true",
+                    table.table,
+                    redact(&self.config.url)
+                ),
+            ));
+        }
+        let found: BTreeSet<String> = found
+            .into_iter()
+            .map(|(c,)| c.to_ascii_lowercase())
+            .collect();
+        for column in &table.columns {
+            if !found.contains(&column.name.to_ascii_lowercase()) {
+                let key = self
+                    .config
+                    .columns
+                    .iter()
+                    .position(|c| c.name == column.name)
+                    .map_or_else(
+                        || "sink.metadata".to_owned(),
+                        |i| format!("sink.columns[{i}].name"),
+                    );
+                return Err(Error::config(
+                    key,
+                    format!(
+                        "table {} has no column {:?} (it has {found:?})",
+                        table.table, column.name
+                    ),
+                ));
+            }
+        }
+        if self.dialect == Dialect::MySql && self.config.mode == WriteMode::Upsert {
+            let unique: Vec<(String, String)> = pool
+                .fetch_all(
+                    "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.statistics WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0".to_owned(),
+                    &[schema, name],
+                )
+                .await
+                .map_err(|e| Error::database(format!("reading the unique keys of {}", table.table), e))?;
+            let mut indexes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (index, column) in unique {
+                indexes
+                    .entry(index)
+                    .or_default()
+                    .insert(column.to_ascii_lowercase());
+            }
+            let key: BTreeSet<String> = self
+                .config
+                .key_columns()
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect();
+            if !indexes.values().any(|columns| *columns == key) {
+                return Err(Error::config(
+                    "sink.key",
+                    format!(
+                        "table {} has no primary or unique key on exactly {key:?}; without one an upsert would append",
+                        table.table
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for SqlSink {
+    /// Connects, applies the bookkeeping migrations, creates the table if configured, and checks
+    /// the table against the configuration.
+    async fn open(&mut self) -> Result<()> {
+        let pool = SinkPool::connect_lazy(&self.config.url, self.dialect, self.config.pool_size)?;
+        pool.migrate().await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => {
+                Error::database("applying the bookkeeping migrations (weir_commits, weir_offsets, weir_dead_letters)", e)
+            }
+            other => Error::database(
+                "applying the bookkeeping migrations (weir_commits, weir_offsets, weir_dead_letters)",
+                sqlx::Error::Migrate(Box::new(other)),
+            ),
+        })?;
+        let table = self.table_sql();
+        if self.config.create_table {
+            pool.execute(table.create_table(), &[])
+                .await
+                .map_err(|e| Error::database(format!("creating table {}", table.table), e))?;
+        }
+        self.validate_table(&pool, &table).await?;
+        let max_packet_bytes = if self.dialect == Dialect::MySql {
+            let (packet,): (i64,) = pool
+                .fetch_optional(
+                    "SELECT CAST(@@max_allowed_packet AS SIGNED)".to_owned(),
+                    &[],
+                )
+                .await
+                .map_err(|e| Error::database("reading max_allowed_packet", e))?
+                .unwrap_or((4 << 20,));
+            usize::try_from(packet)
+                .unwrap_or(4 << 20)
+                .saturating_sub(PACKET_MARGIN)
+                .max(PACKET_MARGIN)
+        } else {
+            usize::MAX
+        };
+        let writer = TableWriter {
+            table,
+            upsert: self.config.mode == WriteMode::Upsert,
+            on_error: self.config.on_error,
+            batch_size: self.config.batch_size,
+            max_packet_bytes,
+        };
+        tracing::info!(url = %redact(&self.config.url), table = %writer.table.table, "SQL sink open");
+        self.opened = Some(Opened { pool, writer });
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        key: &CommitKey,
+        ranges: &[OffsetRange],
+        input: &[PartitionBatch],
+    ) -> Result<WriteOutcome> {
+        let opened = self.opened()?;
+        let mut ranges = ranges.to_vec();
+        ranges.sort();
+        let ranges_json = serde_json::to_string(&ranges).map_err(|e| Error::Batch {
+            batch_time: key.batch_time,
+            message: format!("cannot encode the offset ranges: {e}"),
+        })?;
+        let mapped = self.mapper.map(input);
+        with_retries(&self.retry, &opened.pool, key, &ranges, || {
+            opened
+                .writer
+                .attempt(&opened.pool, key, &ranges, &ranges_json, &mapped)
+        })
+        .await
+    }
+
+    async fn committed_positions(
+        &self,
+        pipeline: &str,
+    ) -> Result<BTreeMap<(i64, TopicPartition), CommittedPosition>> {
+        let opened = self.opened()?;
+        let sql = opened.pool.dialect().placeholders(
+            "SELECT partition_id, topic, kafka_partition, from_offset, next_offset, batch_time FROM weir_offsets WHERE pipeline = ?",
+        );
+        let rows: Vec<(i64, String, i32, i64, i64, i64)> = opened
+            .pool
+            .fetch_all(sql, &[SqlValue::Text(pipeline.to_owned())])
+            .await
+            .map_err(|e| {
+                Error::database(
+                    format!("reading the committed positions of pipeline {pipeline:?}"),
+                    e,
+                )
+            })?;
+        Ok(rows
+            .into_iter()
+            .map(|(partition_id, topic, partition, from, next, batch_time)| {
+                let tp = TopicPartition::new(topic, partition);
+                let position = CommittedPosition {
+                    batch_time: BatchTime::from_millis(batch_time),
+                    range: OffsetRange::new(tp.clone(), from, next),
+                };
+                ((partition_id, tp), position)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,462 @@
+//! The direct Kafka consumer: one long-lived consumer assigned (never subscribed) to every
+//! partition of the pipeline's topics at explicit offsets, reading exactly the ranges of a plan.
+//!
+//! A range `[from, until)` is finished when the partition's position reaches `until`, not when
+//! a record at `until - 1` arrives: compaction, transaction markers and aborted records
+//! (`read_committed`) leave offsets without records. Once a partition holds its range it is paused,
+//! so memory stays bounded by the caps; it is resumed when a later plan needs it.
+//!
+//! All partitions are read from the consumer's one queue by a dispatcher rather than through
+//! split per-partition queues: a record fetched between `assign` and the split would land on the
+//! main queue and advance the position past a record the partition never saw. The dispatcher
+//! costs one copy per record; decoding and sink writes run per partition in parallel.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::config::{KafkaSourceConfig, StartingOffsets};
+use super::planner::Watermarks;
+use super::record::{PartitionBatch, Record};
+use crate::error::{Error, Result};
+use crate::plan::{BatchPlan, TopicPartition};
+
+/// How long one metadata or offsets request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the dispatcher waits for a record before it checks the positions.
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+/// A partition that has not reached its `until` after this long is reported (and waited for).
+const SLOW_WARNING: Duration = Duration::from_secs(10);
+
+/// What the source knows about one assigned partition.
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// One past the highest offset received from Kafka since the last assign; anything below is a
+    /// redelivery and is dropped.
+    received: i64,
+    /// Records received beyond the current range, kept for the next one.
+    ahead: VecDeque<Record>,
+    /// True while consumption of the partition is paused.
+    paused: bool,
+}
+
+/// The direct Kafka source.
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer>,
+    config: KafkaSourceConfig,
+    partitions: BTreeMap<TopicPartition, PartitionState>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("topics", &self.config.topics)
+            .field("partitions", &self.partitions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    /// Creates the consumer; nothing is assigned until [`KafkaSource::assign`].
+    pub fn connect(config: &KafkaSourceConfig, group_id: &str) -> Result<Self> {
+        let consumer: StreamConsumer = config
+            .client_config(group_id)
+            .set("queued.max.messages.kbytes", "32768")
+            .create()
+            .map_err(|e| Error::kafka(format!("creating a consumer for {}", config.brokers), e))?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            config: config.clone(),
+            partitions: BTreeMap::new(),
+        })
+    }
+
+    /// Every partition of the configured topics, as the brokers see them now.
+    ///
+    /// A topic that does not exist is an error (weir never creates topics).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads metadata.
+    pub async fn discover(&self) -> Result<BTreeSet<TopicPartition>> {
+        let consumer = Arc::clone(&self.consumer);
+        let topics = self.config.topics.clone();
+        blocking(move || {
+            let mut found = BTreeSet::new();
+            for topic in &topics {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                    .map_err(|e| Error::kafka(format!("reading metadata of topic {topic}"), e))?;
+                let entry = metadata.topics().iter().find(|t| t.name() == topic);
+                let Some(entry) = entry.filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                else {
+                    return Err(Error::SourceVanished {
+                        what: format!("topic {topic}"),
+                    });
+                };
+                found.extend(
+                    entry
+                        .partitions()
+                        .iter()
+                        .map(|p| TopicPartition::new(topic.clone(), p.id())),
+                );
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// The log start and last stable offset of each partition.
+    ///
+    /// Under `read_committed` the broker's answer is the last stable offset, so no plan ever
+    /// reaches into an open transaction.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads offsets.
+    pub async fn watermarks(
+        &self,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Result<BTreeMap<TopicPartition, Watermarks>> {
+        let consumer = Arc::clone(&self.consumer);
+        let partitions = partitions.clone();
+        blocking(move || {
+            partitions
+                .into_iter()
+                .map(|tp| {
+                    let (low, high) = consumer
+                        .fetch_watermarks(&tp.topic, tp.partition, REQUEST_TIMEOUT)
+                        .map_err(|e| Error::kafka(format!("reading the offsets of {tp}"), e))?;
+                    Ok((
+                        tp,
+                        Watermarks {
+                            log_start: low,
+                            stable_end: high,
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Where each partition starts on a pipeline's first run, by `starting_offsets` and the
+    /// explicit `start_offsets`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads offsets.
+    pub async fn starting_positions(
+        &self,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
+        let watermarks = self.watermarks(partitions).await?;
+        let committed = match self.config.starting_offsets {
+            StartingOffsets::Committed => self.committed(partitions).await?,
+            _ => BTreeMap::new(),
+        };
+        let explicit = self.config.explicit_start_offsets();
+        let positions = watermarks
+            .into_iter()
+            .map(|(tp, w)| {
+                let position = match (explicit.get(&tp), self.config.starting_offsets) {
+                    (Some(&offset), _) => offset,
+                    (None, StartingOffsets::Earliest) => w.log_start,
+                    (None, StartingOffsets::Latest) => w.stable_end,
+                    (None, StartingOffsets::Committed) => {
+                        committed.get(&tp).copied().unwrap_or(w.log_start)
+                    }
+                };
+                (tp, position)
+            })
+            .collect();
+        Ok(positions)
+    }
+
+    async fn committed(
+        &self,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
+        let consumer = Arc::clone(&self.consumer);
+        let list = partition_list(partitions.iter().map(|tp| (tp, Offset::Invalid)))?;
+        blocking(move || {
+            let committed = consumer
+                .committed_offsets(list, REQUEST_TIMEOUT)
+                .map_err(|e| Error::kafka("reading the consumer group's committed offsets", e))?;
+            Ok(committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((TopicPartition::new(e.topic(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Assigns exactly these partitions at these offsets, replacing any earlier assignment, and
+    /// pauses them all until a plan needs them.
+    pub fn assign(&mut self, positions: &BTreeMap<TopicPartition, i64>) -> Result<()> {
+        let list = partition_list(positions.iter().map(|(tp, &o)| (tp, Offset::Offset(o))))?;
+        self.consumer
+            .assign(&list)
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+        self.consumer
+            .pause(&list)
+            .map_err(|e| Error::kafka("pausing partitions", e))?;
+        self.partitions = positions
+            .iter()
+            .map(|(tp, &position)| {
+                let state = PartitionState {
+                    received: position,
+                    ahead: VecDeque::new(),
+                    paused: true,
+                };
+                (tp.clone(), state)
+            })
+            .collect();
+        debug!(partitions = positions.len(), "Assigned partitions.");
+        Ok(())
+    }
+
+    /// The partitions assigned now.
+    pub fn assigned(&self) -> BTreeSet<TopicPartition> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    /// Reads every record of every range of `plan`, one [`PartitionBatch`] per range, in the
+    /// plan's order. Partitions not in the plan, or whose range is empty, are not touched.
+    ///
+    /// Every planned partition must be assigned at a position at or before its `from`, and
+    /// ranges must follow the previous fetch's (invariant 1); the source drops redelivered
+    /// records and keeps records beyond `until` for the next range.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: records received before cancellation are lost from this source's
+    /// buffers. After a cancellation, re-[`assign`](KafkaSource::assign) before fetching again.
+    pub async fn fetch(&mut self, plan: &BatchPlan) -> Result<Vec<PartitionBatch>> {
+        let mut open: BTreeMap<TopicPartition, PartitionBatch> = BTreeMap::new();
+        let mut done: BTreeMap<TopicPartition, PartitionBatch> = BTreeMap::new();
+        let mut resume = Vec::new();
+        for range in &plan.ranges {
+            let state = self.partitions.get_mut(&range.tp).ok_or_else(|| Error::Batch {
+                batch_time: plan.batch_time,
+                message: format!("{} is planned but not assigned", range.tp),
+            })?;
+            let mut batch = PartitionBatch {
+                range: range.clone(),
+                records: Vec::new(),
+            };
+            // Records received ahead during earlier fetches come first.
+            while let Some(record) = state.ahead.front() {
+                if record.offset < range.from {
+                    state.ahead.pop_front();
+                } else if record.offset < range.until {
+                    batch.records.extend(state.ahead.pop_front());
+                } else {
+                    break;
+                }
+            }
+            let reached = !state.ahead.is_empty() || state.received >= range.until;
+            if range.is_empty() || reached {
+                done.insert(range.tp.clone(), batch);
+            } else {
+                if state.paused {
+                    resume.push(range.tp.clone());
+                    state.paused = false;
+                }
+                open.insert(range.tp.clone(), batch);
+            }
+        }
+        if !resume.is_empty() {
+            let list = partition_list(resume.iter().map(|tp| (tp, Offset::Invalid)))?;
+            self.consumer
+                .resume(&list)
+                .map_err(|e| Error::kafka("resuming partitions", e))?;
+        }
+
+        let mut waited = Duration::ZERO;
+        // A record borrows the consumer; a handle of our own leaves `self` free to update.
+        let consumer = Arc::clone(&self.consumer);
+        while !open.is_empty() {
+            match tokio::time::timeout(IDLE_CHECK, consumer.recv()).await {
+                Ok(Ok(message)) => self.dispatch(&message, &mut open, &mut done)?,
+                Ok(Err(e)) => {
+                    let error = Error::kafka("reading records", e);
+                    if !error.is_retryable() {
+                        return Err(error);
+                    }
+                    warn!(message = "Kafka read failed; retrying.", %error);
+                }
+                Err(_elapsed) => {
+                    self.finish_by_position(&mut open, &mut done)?;
+                    waited += IDLE_CHECK;
+                    if waited >= SLOW_WARNING && !open.is_empty() {
+                        waited = Duration::ZERO;
+                        for batch in open.values() {
+                            warn!(
+                                message = "Partition is slow to reach the end of its planned range; still waiting.",
+                                batch_time = %plan.batch_time,
+                                range = %batch.range,
+                                received = batch.records.len(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(plan
+            .ranges
+            .iter()
+            .filter_map(|r| done.remove(&r.tp))
+            .collect())
+    }
+
+    fn dispatch(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        open: &mut BTreeMap<TopicPartition, PartitionBatch>,
+        done: &mut BTreeMap<TopicPartition, PartitionBatch>,
+    ) -> Result<()> {
+        let tp = TopicPartition::new(message.topic(), message.partition());
+        let offset = message.offset();
+        let Some(state) = self.partitions.get_mut(&tp) else {
+            debug!(message = "Dropped a record of an unassigned partition.", %tp, offset);
+            return Ok(());
+        };
+        if offset < state.received {
+            return Ok(());
+        }
+        state.received = offset + 1;
+        let record = to_record(message);
+        match open.get_mut(&tp) {
+            Some(batch) if offset < batch.range.until => {
+                batch.records.push(record);
+                if state.received >= batch.range.until {
+                    self.finish(&tp, open, done)?;
+                }
+            }
+            Some(_) => {
+                state.ahead.push_back(record);
+                self.finish(&tp, open, done)?;
+            }
+            None => state.ahead.push_back(record),
+        }
+        Ok(())
+    }
+
+    /// Finishes partitions whose position passed `until` without a record to show it: the range
+    /// ended in a gap (transaction marker, aborted records, compaction).
+    fn finish_by_position(
+        &mut self,
+        open: &mut BTreeMap<TopicPartition, PartitionBatch>,
+        done: &mut BTreeMap<TopicPartition, PartitionBatch>,
+    ) -> Result<()> {
+        let positions = self
+            .consumer
+            .position()
+            .map_err(|e| Error::kafka("reading consumer positions", e))?;
+        let mut reached = Vec::new();
+        for element in positions.elements() {
+            let tp = TopicPartition::new(element.topic(), element.partition());
+            if let (Some(batch), Offset::Offset(position)) = (open.get(&tp), element.offset())
+                && position >= batch.range.until {
+                    reached.push(tp);
+                }
+        }
+        for tp in reached {
+            if let Some(state) = self.partitions.get_mut(&tp) {
+                state.received = state.received.max(open[&tp].range.until);
+            }
+            self.finish(&tp, open, done)?;
+        }
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        tp: &TopicPartition,
+        open: &mut BTreeMap<TopicPartition, PartitionBatch>,
+        done: &mut BTreeMap<TopicPartition, PartitionBatch>,
+    ) -> Result<()> {
+        if let Some(batch) = open.remove(tp) {
+            done.insert(tp.clone(), batch);
+        }
+        if let Some(state) = self.partitions.get_mut(tp)
+            && !state.paused {
+                let list = partition_list([(tp, Offset::Invalid)])?;
+                self.consumer
+                    .pause(&list)
+                    .map_err(|e| Error::kafka(format!("pausing {tp}"), e))?;
+                state.paused = true;
+            }
+        Ok(())
+    }
+
+    /// Commits `positions` to the consumer group, for lag tools only; weir never reads them back
+    /// as truth (except `starting_offsets = "committed"` on a first start).
+    pub fn commit_offsets(&self, positions: &BTreeMap<TopicPartition, i64>) -> Result<()> {
+        let list = partition_list(positions.iter().map(|(tp, &o)| (tp, Offset::Offset(o))))?;
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(|e| Error::kafka("committing offsets to the consumer group", e))
+    }
+
+    /// Logs a plan's ranges at info level, one line per batch.
+    pub fn log_plan(plan: &BatchPlan) {
+        let ranges: Vec<String> = plan.ranges.iter().map(ToString::to_string).collect();
+        info!(
+            message = "Planned batch.",
+            batch_time = %plan.batch_time,
+            records = plan.record_upper_bound(),
+            ranges = %ranges.join(" "),
+        );
+    }
+}
+
+fn to_record(message: &BorrowedMessage<'_>) -> Record {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+fn partition_list<'a>(
+    entries: impl IntoIterator<Item = (&'a TopicPartition, Offset)>,
+) -> Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for (tp, offset) in entries {
+        list.add_partition_offset(&tp.topic, tp.partition, offset)
+            .map_err(|e| Error::kafka(format!("listing {tp}"), e))?;
+    }
+    Ok(list)
+}
+
+/// Runs a blocking librdkafka call off the async runtime's threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::TaskFailed {
+            what: "a Kafka request".to_owned(),
+            message: e.to_string(),
+        })?
+}
