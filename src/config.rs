@@ -125,16 +125,17 @@ impl PipelineConfig {
             ));
         }
         if let Some(every) = self.pipeline.checkpoint_interval
-            && (every.is_zero() || every.as_nanos() % interval.as_nanos() != 0) {
-                return Err(Error::config(
-                    "pipeline.checkpoint_interval",
-                    format!(
-                        "{} is not a multiple of the batch interval {}",
-                        humantime::format_duration(every),
-                        humantime::format_duration(interval)
-                    ),
-                ));
-            }
+            && (every.is_zero() || every.as_nanos() % interval.as_nanos() != 0)
+        {
+            return Err(Error::config(
+                "pipeline.checkpoint_interval",
+                format!(
+                    "{} is not a multiple of the batch interval {}",
+                    humantime::format_duration(every),
+                    humantime::format_duration(interval)
+                ),
+            ));
+        }
         self.source.validate()?;
         self.sink.validate()?;
         Ok(())
@@ -209,23 +210,31 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let text = MINIMAL.replace("topics =", "topicz = [\"x\"]\ntopics =");
-        let e = PipelineConfig::from_toml_str(&text).unwrap_err().to_string();
+        let e = PipelineConfig::from_toml_str(&text)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("topicz"), "{e}");
     }
 
     #[test]
     fn bad_interval_is_named() {
         let text = MINIMAL.replace("\"1s\"", "\"10ms\"");
-        let e = PipelineConfig::from_toml_str(&text).unwrap_err().to_string();
+        let e = PipelineConfig::from_toml_str(&text)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pipeline.batch_interval"), "{e}");
         let text = MINIMAL.replace("\"1s\"", "\"soon\"");
-        let e = PipelineConfig::from_toml_str(&text).unwrap_err().to_string();
+        let e = PipelineConfig::from_toml_str(&text)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a duration"), "{e}");
     }
 
     #[test]
     fn file_is_named() {
-        let e = Error::config("a.b", "bad").in_file("/etc/p.toml").to_string();
+        let e = Error::config("a.b", "bad")
+            .in_file("/etc/p.toml")
+            .to_string();
         assert_eq!(e, "/etc/p.toml: config key `a.b`: bad");
     }
 }

@@ -68,7 +68,10 @@ enum CheckpointCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -78,7 +81,10 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(message = "weir stopped with an error.", error = format!("{error:#}"));
+            tracing::error!(
+                message = "weir stopped with an error.",
+                error = format!("{error:#}")
+            );
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
@@ -112,9 +118,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let config = PipelineConfig::from_path(&pipeline)?;
             let identity = weir::runtime::pipeline_identity(&config);
             let dir = config.pipeline.checkpoint_dir.clone();
-            tokio::task::spawn_blocking(move || weir::checkpoint::reset_keep_offsets(&dir, &identity))
-                .await
-                .context("resetting the checkpoint")??;
+            tokio::task::spawn_blocking(move || {
+                weir::checkpoint::reset_keep_offsets(&dir, &identity)
+            })
+            .await
+            .context("resetting the checkpoint")??;
             println!(
                 "checkpoint {} reset: offsets kept, operator state dropped",
                 config.pipeline.checkpoint_dir.display()

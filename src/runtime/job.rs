@@ -118,7 +118,8 @@ impl<S: Sink + 'static> BatchJob for TableJob<S> {
                 };
                 async move {
                     let ranges = [batch.range.clone()];
-                    sink.write(&key, &ranges, std::slice::from_ref(&batch)).await
+                    sink.write(&key, &ranges, std::slice::from_ref(&batch))
+                        .await
                 }
             });
         let outcome = stream::iter(writes)

@@ -10,6 +10,6 @@ mod pipeline;
 mod scheduler;
 pub mod shutdown;
 
-pub use pipeline::{pipeline_identity, run_pipeline};
 pub use job::{BatchJob, BatchOutcome, TableJob};
+pub use pipeline::{pipeline_identity, run_pipeline};
 pub use scheduler::{RunSummary, Schedule, Scheduler};

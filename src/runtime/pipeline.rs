@@ -71,15 +71,7 @@ pub async fn run_pipeline(
         identity: pipeline_identity(config),
         max_batches,
     };
-    Scheduler::new(
-        schedule,
-        source,
-        planner,
-        rate,
-        store,
-        job,
-        shutdown,
-    )
-    .run()
-    .await
+    Scheduler::new(schedule, source, planner, rate, store, job, shutdown)
+        .run()
+        .await
 }

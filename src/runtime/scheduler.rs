@@ -103,11 +103,15 @@ impl<J: BatchJob> Scheduler<J> {
         let mut summary = RunSummary::default();
         let interval = self.schedule.batch_interval;
         let (mut last_t, mut last_snapshot) = self.recover(&mut summary).await?;
-        let mut known: BTreeSet<TopicPartition> = self.planner.positions().keys().cloned().collect();
+        let mut known: BTreeSet<TopicPartition> =
+            self.planner.positions().keys().cloned().collect();
         let mut last_refresh = Instant::now();
 
         while !self.shutdown.is_cancelled()
-            && self.schedule.max_batches.is_none_or(|max| summary.batches < max)
+            && self
+                .schedule
+                .max_batches
+                .is_none_or(|max| summary.batches < max)
         {
             let t = next_batch_time(last_t, now_millis(), interval);
             if !self.sleep_until(t).await {
@@ -147,7 +151,13 @@ impl<J: BatchJob> Scheduler<J> {
                 processing_delay: processing,
                 scheduling_delay,
             });
-            log_batch(&plan, &outcome, processing, scheduling_delay, &caps_total(&plan));
+            log_batch(
+                &plan,
+                &outcome,
+                processing,
+                scheduling_delay,
+                &caps_total(&plan),
+            );
 
             if t.as_millis() - last_snapshot.as_millis()
                 >= interval_millis(self.schedule.checkpoint_interval)
@@ -156,9 +166,10 @@ impl<J: BatchJob> Scheduler<J> {
                 last_snapshot = t;
             }
             if self.schedule.commit_offsets
-                && let Err(error) = self.source.commit_offsets(self.planner.positions()) {
-                    warn!(message = "Could not commit offsets to the consumer group; lag tools will lag.", %error);
-                }
+                && let Err(error) = self.source.commit_offsets(self.planner.positions())
+            {
+                warn!(message = "Could not commit offsets to the consumer group; lag tools will lag.", %error);
+            }
         }
         if last_t > last_snapshot {
             self.snapshot(last_t).await?;

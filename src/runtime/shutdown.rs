@@ -24,7 +24,9 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
                 _ = terminate.recv() => {}
             }
             if n == 0 {
-                info!(message = "Stopping gracefully: finishing the running batch. Signal again to exit at once.");
+                info!(
+                    message = "Stopping gracefully: finishing the running batch. Signal again to exit at once."
+                );
                 cancel.cancel();
             } else {
                 warn!(message = "Exiting at once; the next start recovers from the checkpoint.");

@@ -298,11 +298,21 @@ mod tests {
     fn bad_keys_are_named() {
         let mut c = config();
         c.topics.push("bad topic".into());
-        assert!(c.validate().unwrap_err().to_string().contains("source.topics[1]"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("source.topics[1]")
+        );
 
         let mut c = config();
         c.start_offsets.insert("orders-3".into(), 1);
-        assert!(c.validate().unwrap_err().to_string().contains("source.start_offsets"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("source.start_offsets")
+        );
 
         let mut c = config();
         c.properties.insert("group.id".into(), "x".into());
@@ -310,7 +320,12 @@ mod tests {
 
         let mut c = config();
         c.max_rate_per_partition = Some(0);
-        assert!(c.validate().unwrap_err().to_string().contains("max_rate_per_partition"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_rate_per_partition")
+        );
     }
 
     #[test]

@@ -93,7 +93,8 @@ impl KafkaSource {
                     .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
                     .map_err(|e| Error::kafka(format!("reading metadata of topic {topic}"), e))?;
                 let entry = metadata.topics().iter().find(|t| t.name() == topic);
-                let Some(entry) = entry.filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                let Some(entry) =
+                    entry.filter(|t| t.error().is_none() && !t.partitions().is_empty())
                 else {
                     return Err(Error::SourceVanished {
                         what: format!("topic {topic}"),
@@ -246,10 +247,13 @@ impl KafkaSource {
         let mut done: BTreeMap<TopicPartition, PartitionBatch> = BTreeMap::new();
         let mut resume = Vec::new();
         for range in &plan.ranges {
-            let state = self.partitions.get_mut(&range.tp).ok_or_else(|| Error::Batch {
-                batch_time: plan.batch_time,
-                message: format!("{} is planned but not assigned", range.tp),
-            })?;
+            let state = self
+                .partitions
+                .get_mut(&range.tp)
+                .ok_or_else(|| Error::Batch {
+                    batch_time: plan.batch_time,
+                    message: format!("{} is planned but not assigned", range.tp),
+                })?;
             let mut batch = PartitionBatch {
                 range: range.clone(),
                 records: Vec::new(),
@@ -367,9 +371,10 @@ impl KafkaSource {
         for element in positions.elements() {
             let tp = TopicPartition::new(element.topic(), element.partition());
             if let (Some(batch), Offset::Offset(position)) = (open.get(&tp), element.offset())
-                && position >= batch.range.until {
-                    reached.push(tp);
-                }
+                && position >= batch.range.until
+            {
+                reached.push(tp);
+            }
         }
         for tp in reached {
             if let Some(state) = self.partitions.get_mut(&tp) {
@@ -390,13 +395,14 @@ impl KafkaSource {
             done.insert(tp.clone(), batch);
         }
         if let Some(state) = self.partitions.get_mut(tp)
-            && !state.paused {
-                let list = partition_list([(tp, Offset::Invalid)])?;
-                self.consumer
-                    .pause(&list)
-                    .map_err(|e| Error::kafka(format!("pausing {tp}"), e))?;
-                state.paused = true;
-            }
+            && !state.paused
+        {
+            let list = partition_list([(tp, Offset::Invalid)])?;
+            self.consumer
+                .pause(&list)
+                .map_err(|e| Error::kafka(format!("pausing {tp}"), e))?;
+            state.paused = true;
+        }
         Ok(())
     }
 

@@ -214,7 +214,10 @@ pub fn lags(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "a test fails loudly on what it did not expect")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on what it did not expect"
+)]
 mod tests {
     use proptest::prelude::*;
 

@@ -64,7 +64,9 @@ impl TestEnv {
 
     #[cfg(feature = "testcontainers")]
     async fn without_env() -> TestEnv {
-        containers::start().await.unwrap_or_else(|e| panic!("{MISSING} ({e:#})"))
+        containers::start()
+            .await
+            .unwrap_or_else(|e| panic!("{MISSING} ({e:#})"))
     }
 
     #[cfg(not(feature = "testcontainers"))]
@@ -124,7 +126,11 @@ impl TestEnv {
             .execute(&admin)
             .await?;
         admin.close().await;
-        let separator = if self.postgres_url.contains('?') { '&' } else { '?' };
+        let separator = if self.postgres_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         let url = format!(
             "{}{separator}options[search_path]={schema}",
             self.postgres_url

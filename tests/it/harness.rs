@@ -16,7 +16,9 @@ async fn kafka_keeps_every_record_by_partition_and_offset() -> Result<()> {
     const PARTITIONS: i32 = 4;
     let env = TestEnv::get().await;
     let topic = env.topic("harness", PARTITIONS).await?;
-    topic.produce_keyed(&env.producer()?, RECORDS, PARTITIONS).await?;
+    topic
+        .produce_keyed(&env.producer()?, RECORDS, PARTITIONS)
+        .await?;
 
     // Assign, never subscribe: the direct source reads exactly this way.
     let consumer: BaseConsumer = env
@@ -59,7 +61,10 @@ async fn kafka_keeps_every_record_by_partition_and_offset() -> Result<()> {
         let key = seen
             .get(&(partition, offset))
             .with_context(|| format!("record {i} missing at {partition}@{offset}"))?;
-        ensure!(key == &format!("key-{i}"), "{partition}@{offset} holds {key}, not key-{i}");
+        ensure!(
+            key == &format!("key-{i}"),
+            "{partition}@{offset} holds {key}, not key-{i}"
+        );
     }
     for p in 0..PARTITIONS {
         let count = seen.keys().filter(|(partition, _)| *partition == p).count();
@@ -91,7 +96,9 @@ async fn postgres_commits_and_rolls_back() -> Result<()> {
     sqlx::query("INSERT INTO items (id, name) VALUES (100, 'never')")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM items WHERE id < 5").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM items WHERE id < 5")
+        .execute(&mut *tx)
+        .await?;
     tx.rollback().await?;
 
     let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
@@ -134,7 +141,9 @@ async fn mariadb_commits_and_rolls_back() -> Result<()> {
     sqlx::query("INSERT INTO items (id, name) VALUES (100, 'never')")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM items WHERE id < 5").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM items WHERE id < 5")
+        .execute(&mut *tx)
+        .await?;
     tx.rollback().await?;
 
     let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
