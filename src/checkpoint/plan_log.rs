@@ -422,35 +422,3 @@ mod tests {
         );
     }
 }
-#[cfg(test)]
-mod scratch_bench {
-    use super::*;
-    use crate::plan::{BatchTime, OffsetRange, TopicPartition};
-    #[test]
-    #[allow(clippy::disallowed_methods)]
-    fn big_torn_tail() {
-        let ranges: Vec<OffsetRange> = (0..20_000)
-            .map(|p| {
-                OffsetRange::new(
-                    TopicPartition::new("orders-events", p),
-                    1_000_000 + i64::from(p) * 7,
-                    1_000_500 + i64::from(p) * 7,
-                )
-            })
-            .collect();
-        let plans = vec![
-            BatchPlan::new(BatchTime::from_millis(1_700_000_000_000), ranges.clone()),
-            BatchPlan::new(BatchTime::from_millis(1_700_000_001_000), ranges),
-        ];
-        let bytes = encode(&plans, Path::new("x")).unwrap();
-        let cut = bytes.len() - 300_000;
-        let start = std::time::Instant::now();
-        let c = parse(&bytes[..cut]).unwrap();
-        println!(
-            "len {} plans {} took {:?}",
-            bytes.len(),
-            c.plans.len(),
-            start.elapsed()
-        );
-    }
-}
