@@ -40,6 +40,16 @@ enum Command {
         #[arg(long)]
         max_batches: Option<u64>,
     },
+    /// Recompute from Kafka what the table must hold over the committed ranges and compare:
+    /// missing, duplicated and differing rows per partition, gaps and overlaps between commits.
+    /// Exits non-zero on any difference.
+    Verify {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print the report as JSON on stdout, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect or reset a checkpoint directory.
     Checkpoint {
         #[command(subcommand)]
@@ -67,7 +77,9 @@ enum CheckpointCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    #[cfg(feature = "failpoints")]
+    let _failpoints = failpoints_from_env();
+    let json_logs = init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,10 +93,13 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(
-                message = "weir stopped with an error.",
-                error = format!("{error:#}")
-            );
+            // Log shippers get the error as a structured line; people always get the plain one.
+            if json_logs {
+                tracing::error!(
+                    message = "weir stopped with an error.",
+                    error = format!("{error:#}")
+                );
+            }
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
@@ -103,6 +118,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             weir::runtime::run_pipeline(&config, shutdown, max_batches).await?;
             Ok(())
         }
+        Command::Verify { pipeline, json } => verify(&pipeline, json).await,
         Command::Checkpoint {
             command: CheckpointCommand::Inspect { dir },
         } => {
@@ -132,7 +148,55 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Installs the log subscriber; true when logs are JSON lines.
+/// `weir verify`: the report on stdout, progress on stderr (one line rewritten on a terminal).
+async fn verify(pipeline: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let config = PipelineConfig::from_path(pipeline)?;
+    let on_terminal = std::io::stderr().is_terminal();
+    let report = weir::verify::verify(&config, move |progress| {
+        if on_terminal {
+            eprint!("\r{progress}\x1b[K");
+        } else {
+            eprintln!("{progress}");
+        }
+    })
+    .await?;
+    if on_terminal {
+        eprintln!();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    anyhow::ensure!(
+        report.is_clean(),
+        "verification of {} failed: {} missing, {} duplicated, {} differing, {} unexpected rows; {} problems with the committed ranges",
+        pipeline.display(),
+        report.missing,
+        report.duplicated,
+        report.differing,
+        report.unexpected,
+        report.problems.len()
+    );
+    Ok(())
+}
+
+/// Arms the failpoints named in `FAILPOINTS` (the `fail` crate's syntax, e.g.
+/// `FAILPOINTS='runtime::after_fetch=2*off->panic'`) and makes a panic end the process at
+/// once, as a crash would: a failpoint's `panic` aborts weir wherever it fires, in a task or on
+/// a blocking thread.
+#[cfg(feature = "failpoints")]
+fn failpoints_from_env() -> fail::FailScenario<'static> {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
+    fail::FailScenario::setup()
+}
+
+fn init_logging(format: LogFormat) -> bool {
     let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
@@ -147,4 +211,5 @@ fn init_logging(format: LogFormat) {
     } else {
         builder.compact().init();
     }
+    json
 }

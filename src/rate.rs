@@ -468,10 +468,6 @@ fn f64_to_u64_saturating(value: f64) -> u64 {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    reason = "a test fails loudly on what it did not expect"
-)]
 mod tests {
     use proptest::prelude::*;
 

@@ -214,10 +214,6 @@ pub fn lags(
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    reason = "a test fails loudly on what it did not expect"
-)]
 mod tests {
     use proptest::prelude::*;
 

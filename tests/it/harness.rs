@@ -73,83 +73,74 @@ async fn kafka_keeps_every_record_by_partition_and_offset() -> Result<()> {
     Ok(())
 }
 
+/// Commits ten rows, then rolls back an insert and a delete: only the ten rows remain. The same
+/// test for each database, with its own placeholders and its own fresh schema or database.
+macro_rules! commit_and_rollback_test {
+    ($name:ident, $fresh:ident, $create:literal, $insert:literal) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() -> Result<()> {
+            let env = TestEnv::get().await;
+            let db = env.$fresh().await?;
+            let pool = &db.pool;
+            sqlx::query($create).execute(pool).await?;
+
+            let mut tx = pool.begin().await?;
+            for id in 0..10_i64 {
+                sqlx::query($insert)
+                    .bind(id)
+                    .bind(format!("item {id}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO items (id, name) VALUES (100, 'never')")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM items WHERE id < 5")
+                .execute(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+
+            let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
+                .fetch_all(pool)
+                .await?;
+            let expected: Vec<(i64, String)> =
+                (0..10).map(|id| (id, format!("item {id}"))).collect();
+            ensure!(rows == expected, "after rollback the table holds {rows:?}");
+            Ok(())
+        }
+    };
+}
+
+commit_and_rollback_test!(
+    postgres_commits_and_rolls_back,
+    postgres_schema,
+    "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+    "INSERT INTO items (id, name) VALUES ($1, $2)"
+);
+
+commit_and_rollback_test!(
+    mariadb_commits_and_rolls_back,
+    mysql_database,
+    "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL) ENGINE=InnoDB",
+    "INSERT INTO items (id, name) VALUES (?, ?)"
+);
+
 #[tokio::test(flavor = "multi_thread")]
-async fn postgres_commits_and_rolls_back() -> Result<()> {
+async fn postgres_test_schema_is_the_search_path() -> Result<()> {
     let env = TestEnv::get().await;
     let schema = env.postgres_schema().await?;
-    let pool = &schema.pool;
-    sqlx::query("CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL)")
-        .execute(pool)
+    sqlx::query("CREATE TABLE items (id BIGINT PRIMARY KEY)")
+        .execute(&schema.pool)
         .await?;
-
-    let mut tx = pool.begin().await?;
-    for id in 0..10_i64 {
-        sqlx::query("INSERT INTO items (id, name) VALUES ($1, $2)")
-            .bind(id)
-            .bind(format!("item {id}"))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO items (id, name) VALUES (100, 'never')")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM items WHERE id < 5")
-        .execute(&mut *tx)
-        .await?;
-    tx.rollback().await?;
-
-    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
-        .fetch_all(pool)
-        .await?;
-    let expected: Vec<(i64, String)> = (0..10).map(|id| (id, format!("item {id}"))).collect();
-    ensure!(rows == expected, "after rollback the table holds {rows:?}");
-
-    // The schema is the test's own: the table is invisible from the default search path.
-    let elsewhere: Option<(String,)> = sqlx::query_as(
+    let found: Option<(String,)> = sqlx::query_as(
         "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'items' AND table_schema = $1",
     )
     .bind(&schema.schema)
-    .fetch_optional(pool)
+    .fetch_optional(&schema.pool)
     .await?;
-    ensure!(elsewhere.is_some(), "table not created in the test schema");
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn mariadb_commits_and_rolls_back() -> Result<()> {
-    let env = TestEnv::get().await;
-    let db = env.mysql_database().await?;
-    let pool = &db.pool;
-    sqlx::query("CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL) ENGINE=InnoDB")
-        .execute(pool)
-        .await?;
-
-    let mut tx = pool.begin().await?;
-    for id in 0..10_i64 {
-        sqlx::query("INSERT INTO items (id, name) VALUES (?, ?)")
-            .bind(id)
-            .bind(format!("item {id}"))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO items (id, name) VALUES (100, 'never')")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM items WHERE id < 5")
-        .execute(&mut *tx)
-        .await?;
-    tx.rollback().await?;
-
-    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
-        .fetch_all(pool)
-        .await?;
-    let expected: Vec<(i64, String)> = (0..10).map(|id| (id, format!("item {id}"))).collect();
-    ensure!(rows == expected, "after rollback the table holds {rows:?}");
+    ensure!(found.is_some(), "table not created in the test schema");
     Ok(())
 }
