@@ -73,22 +73,59 @@ impl PipelineSection {
 }
 
 impl PipelineConfig {
-    /// Reads and validates a pipeline file; errors name the file and the key.
+    /// Reads and validates a pipeline file; errors name the file and the key. `${NAME}` in
+    /// string values is replaced by the environment variable (see
+    /// [`PipelineConfig::from_toml_str_with_env`]).
     pub fn from_path(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_toml_str(&text).map_err(|e| e.in_file(path))
     }
 
-    /// Parses and validates a pipeline from TOML text.
+    /// Parses and validates a pipeline from TOML text, with `${NAME}` in string values replaced
+    /// by environment variables (see [`PipelineConfig::from_toml_str_with_env`]).
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        let config: Self = toml::from_str(text).map_err(|e| {
-            let key = e
-                .message()
-                .split('`')
-                .nth(1)
-                .map(str::to_owned)
-                .unwrap_or_else(|| "(file)".to_owned());
-            Error::config(key, e.to_string().trim_end().to_owned())
+        Self::from_toml_str_with_env(text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates a pipeline from TOML text, replacing in every string value
+    /// `${NAME}` by `lookup(NAME)` (an error when it gives `None`), `${NAME:-default}` by
+    /// `default` when it gives `None` or `""`, and `$${` by a literal `${`.
+    ///
+    /// ```
+    /// use weir::config::PipelineConfig;
+    ///
+    /// let text = r#"
+    ///     [pipeline]
+    ///     name = "orders"
+    ///     batch_interval = "1s"
+    ///     checkpoint_dir = "${STATE:-/var/lib/weir}/orders"
+    ///     [source]
+    ///     brokers = "${BROKERS}"
+    ///     topics = ["orders"]
+    ///     [sink]
+    ///     table = "orders"
+    ///     [[sink.columns]]
+    ///     name = "id"
+    ///     type = "bigint"
+    /// "#;
+    /// let env = |name: &str| (name == "BROKERS").then(|| "kafka:9092".to_owned());
+    /// let config = PipelineConfig::from_toml_str_with_env(text, env)?;
+    /// assert_eq!(config.source.brokers, "kafka:9092");
+    /// assert_eq!(config.pipeline.checkpoint_dir.to_str(), Some("/var/lib/weir/orders"));
+    ///
+    /// let error = PipelineConfig::from_toml_str_with_env(text, |_| None).unwrap_err();
+    /// assert!(error.to_string().contains("source.brokers"));
+    /// # Ok::<(), weir::Error>(())
+    /// ```
+    pub fn from_toml_str_with_env(
+        text: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let mut table = toml::de::DeTable::parse(text).map_err(toml_error)?;
+        env::substitute_table(table.get_mut(), "", &lookup)?;
+        let config = Self::deserialize(toml::de::Deserializer::from(table)).map_err(|mut e| {
+            e.set_input(Some(text));
+            toml_error(e)
         })?;
         config.validate()?;
         Ok(config)
@@ -147,6 +184,122 @@ impl PipelineConfig {
             .group_id
             .clone()
             .unwrap_or_else(|| format!("weir-{}", self.pipeline.name))
+    }
+}
+
+/// A TOML error as a configuration error that names the key.
+fn toml_error(e: toml::de::Error) -> Error {
+    let key = e
+        .message()
+        .split('`')
+        .nth(1)
+        .map(str::to_owned)
+        .unwrap_or_else(|| "(file)".to_owned());
+    Error::config(key, e.to_string().trim_end().to_owned())
+}
+
+/// `${NAME}` in string values.
+mod env {
+    use std::borrow::Cow;
+
+    use toml::de::{DeTable, DeValue};
+
+    use crate::error::{Error, Result};
+
+    /// Substitutes in every string value of `table`, whose dotted key is `prefix`.
+    pub(super) fn substitute_table(
+        table: &mut DeTable<'_>,
+        prefix: &str,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<()> {
+        for (key, value) in table.iter_mut() {
+            let key = if prefix.is_empty() {
+                key.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", key.get_ref())
+            };
+            substitute_value(value.get_mut(), &key, lookup)?;
+        }
+        Ok(())
+    }
+
+    fn substitute_value(
+        value: &mut DeValue<'_>,
+        key: &str,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<()> {
+        match value {
+            DeValue::String(text) if text.contains("${") => {
+                *text = Cow::Owned(expand(text, key, lookup)?);
+            }
+            DeValue::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    substitute_value(item.get_mut(), &format!("{key}[{i}]"), lookup)?;
+                }
+            }
+            DeValue::Table(table) => substitute_table(table, key, lookup)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `text` with its references expanded; errors name `key`.
+    pub(super) fn expand(
+        text: &str,
+        key: &str,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            rest = &rest[at..];
+            if let Some(after) = rest.strip_prefix("$${") {
+                out.push_str("${");
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("${") {
+                let end = after.find('}').ok_or_else(|| {
+                    Error::config(key, format!("{text:?} has a `${{` without its `}}`; write `$${{` for a literal `${{`"))
+                })?;
+                let (name, default) = match after[..end].split_once(":-") {
+                    Some((name, default)) => (name, Some(default)),
+                    None => (&after[..end], None),
+                };
+                let plain = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !plain {
+                    return Err(Error::config(
+                        key,
+                        format!(
+                            "`${{{name}}}` in {text:?} is not an environment variable name (letters, digits and _)"
+                        ),
+                    ));
+                }
+                let value = match (lookup(name), default) {
+                    (Some(value), Some(default)) if value.is_empty() => default.to_owned(),
+                    (Some(value), _) => value,
+                    (None, Some(default)) => default.to_owned(),
+                    (None, None) => {
+                        return Err(Error::config(
+                            key,
+                            format!(
+                                "environment variable {name} is not set; set it, or give a default: `${{{name}:-default}}`"
+                            ),
+                        ));
+                    }
+                };
+                out.push_str(&value);
+                rest = &after[end + 1..];
+            } else {
+                out.push('$');
+                rest = &rest[1..];
+            }
+        }
+        out.push_str(rest);
+        Ok(out)
     }
 }
 
@@ -228,6 +381,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn environment_variables_fill_string_values() {
+        let lookup = |name: &str| match name {
+            "HOST" => Some("kafka".to_owned()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let expand = |text: &str| env::expand(text, "k", &lookup);
+        assert_eq!(expand("${HOST}:9092").unwrap(), "kafka:9092");
+        assert_eq!(expand("${NONE:-a:-b}/${EMPTY:-x}").unwrap(), "a:-b/x");
+        assert_eq!(expand("$$HOST $${HOST} $").unwrap(), "$$HOST ${HOST} $");
+        for bad in ["${NONE}", "${HOST", "${1X}", "${}"] {
+            let e = expand(bad).unwrap_err().to_string();
+            assert!(e.starts_with("config key `k`"), "{bad}: {e}");
+        }
+        assert!(
+            expand("${NONE}")
+                .unwrap_err()
+                .to_string()
+                .contains("NONE is not set")
+        );
+
+        let text = MINIMAL
+            .replace("127.0.0.1:9092", "${HOST}:9092")
+            .replace("[\"orders\"]", "[\"${NONE:-orders}\", \"x${HOST}\"]");
+        let c = PipelineConfig::from_toml_str_with_env(&text, lookup).unwrap();
+        assert_eq!(c.source.brokers, "kafka:9092");
+        assert_eq!(c.source.topics, ["orders", "xkafka"]);
+        let text = MINIMAL.replace("\"id\"", "\"${NONE}\"");
+        let e = PipelineConfig::from_toml_str_with_env(&text, lookup)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`sink.columns[0].name`"), "{e}");
+    }
+
+    #[test]
+    fn errors_point_into_the_file() {
+        let text = MINIMAL.replace("topics =", "topicz = [\"x\"]\ntopics =");
+        let e = PipelineConfig::from_toml_str(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 8"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - [`checkpoint`]: snapshots, the plan log, recovery.
 //! - [`sink`]: the [`sink::Sink`] trait and the SQL sink with its commit table.
 //! - [`runtime`]: the scheduler that ticks batches, and shutdown.
+//! - [`stream`]: the Spark-Streaming-style API: `StreamingContext` and typed `DStream`s.
+//! - [`verify`]: recomputes from Kafka what the sink must hold and compares it with the table.
 //! - [`plan`] and [`error`]: the shared vocabulary.
 
 pub mod checkpoint;
@@ -26,5 +28,7 @@ pub mod rate;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod stream;
+pub mod verify;
 
 pub use error::{Error, Result};

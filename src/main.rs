@@ -3,12 +3,16 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use weir::config::PipelineConfig;
+
+mod status_line;
+use status_line::StatusLine;
 
 /// Exactly-once stream processing from Kafka into SQL tables.
 #[derive(Debug, Parser)]
@@ -79,7 +83,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     #[cfg(feature = "failpoints")]
     let _failpoints = failpoints_from_env();
-    let json_logs = init_logging(cli.log_format);
+    // `weir run` on a terminal shows a status line under its log.
+    let status = (matches!(cli.command, Command::Run { .. })
+        && !matches!(cli.log_format, LogFormat::Json)
+        && std::io::stderr().is_terminal())
+    .then(StatusLine::new);
+    let json_logs = init_logging(cli.log_format, status.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,7 +99,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let result = runtime.block_on(dispatch(cli.command));
+    if let Some(status) = &status {
+        status.finish();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Log shippers get the error as a structured line; people always get the plain one.
@@ -196,20 +209,46 @@ fn failpoints_from_env() -> fail::FailScenario<'static> {
     fail::FailScenario::setup()
 }
 
-fn init_logging(format: LogFormat) -> bool {
+fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).init();
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    } else if let Some(status) = status {
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_writer(status.stderr())
+            .with_filter(filter)
+            .with_filter(status_line::WithoutBatchLines)
+            .boxed()
     } else {
-        builder.compact().init();
-    }
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    };
+    let progress = status.map(|status| {
+        status.layer().with_filter(
+            Targets::new().with_target(status_line::PROGRESS_TARGET, LevelFilter::DEBUG),
+        )
+    });
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(progress)
+        .init();
     json
 }

@@ -3,13 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, Span};
 
 use crate::checkpoint::OperatorState;
-use crate::error::Result;
-use crate::plan::BatchPlan;
+use crate::error::{Error, Result};
+use crate::plan::{BatchPlan, OffsetRange, TopicPartition};
 use crate::sink::{CommitKey, Sink, WriteOutcome, source_partition_id};
 use crate::source::PartitionBatch;
 
@@ -76,6 +79,15 @@ pub trait BatchJob: Send {
     }
 }
 
+/// The tracing target of progress events, for a status line: after every batch the job emits a
+/// debug event "Batch written." (`batch_time` in epoch ms, `records`, `rows`, `write_ms`), and a
+/// running pipeline whose target is enabled measures its lag about once a second ("Lag.",
+/// `total_lag`, `partitions`).
+pub(crate) const PROGRESS_TARGET: &str = "weir::progress";
+
+/// Where each Kafka partition's next batch starts, as far as the job has written.
+pub(crate) type Positions = Arc<Mutex<BTreeMap<TopicPartition, i64>>>;
+
 /// The main job: each Kafka partition's records go into the sink in one transaction keyed by
 /// `(pipeline, t, partition)`, up to `parallelism` partitions at a time.
 pub struct TableJob<S> {
@@ -83,6 +95,7 @@ pub struct TableJob<S> {
     topics: Vec<String>,
     sink: Arc<S>,
     parallelism: usize,
+    positions: Option<Positions>,
 }
 
 impl<S: Sink + 'static> TableJob<S> {
@@ -94,8 +107,47 @@ impl<S: Sink + 'static> TableJob<S> {
             topics,
             sink,
             parallelism: parallelism.max(1),
+            positions: None,
         }
     }
+
+    /// Keeps `positions` up to date after every batch (for the lag probe).
+    #[must_use]
+    pub(crate) fn with_positions(mut self, positions: Positions) -> Self {
+        self.positions = Some(positions);
+        self
+    }
+
+    fn report(&self, plan: &BatchPlan, outcome: &BatchOutcome, write: Duration) {
+        tracing::debug!(
+            target: PROGRESS_TARGET,
+            message = "Batch written.",
+            batch_time = plan.batch_time.as_millis(),
+            records = outcome.records,
+            rows = outcome.rows,
+            write_ms = u64::try_from(write.as_millis()).unwrap_or(u64::MAX),
+        );
+        if let Some(positions) = &self.positions {
+            // Poisoned only by a panic elsewhere: the positions themselves are whole.
+            let mut positions = positions.lock().unwrap_or_else(PoisonError::into_inner);
+            positions.extend(plan.end_positions());
+        }
+    }
+}
+
+/// The ranges one partition's write covers: the read range, after the offsets the plan skipped
+/// as lost before it (`on_data_loss = "skip"`), so that the sink's offsets stay contiguous and
+/// the commit row records the gap.
+fn write_ranges(plan: &BatchPlan, range: &OffsetRange) -> Vec<OffsetRange> {
+    let mut ranges: Vec<OffsetRange> = plan
+        .lost
+        .iter()
+        .filter(|lost| lost.tp == range.tp && !lost.is_empty())
+        .cloned()
+        .collect();
+    ranges.push(range.clone());
+    ranges.sort();
+    ranges
 }
 
 impl<S: Sink + 'static> BatchJob for TableJob<S> {
@@ -104,30 +156,62 @@ impl<S: Sink + 'static> BatchJob for TableJob<S> {
         plan: &BatchPlan,
         input: Vec<PartitionBatch>,
     ) -> Result<BatchOutcome> {
+        let started = Instant::now();
         let records: u64 = input.iter().map(|b| b.records.len() as u64).sum();
         let writes = input
             .into_iter()
-            // An empty range moves no offset and writes nothing: no transaction needed.
-            .filter(|batch| !batch.range.is_empty())
-            .map(|batch| {
+            .map(|batch| (write_ranges(plan, &batch.range), batch))
+            // Nothing read and nothing lost moves no offset: no transaction needed.
+            .filter(|(ranges, _)| ranges.iter().any(|r| !r.is_empty()))
+            .map(|(ranges, batch)| {
                 let sink = Arc::clone(&self.sink);
                 let key = CommitKey {
                     pipeline: self.pipeline.clone(),
                     batch_time: plan.batch_time,
                     partition_id: source_partition_id(&self.topics, &batch.range.tp),
                 };
-                async move {
-                    let ranges = [batch.range.clone()];
+                // A task of its own, so that mapping records onto rows, which takes CPU, runs
+                // on every core; dropped with the batch, it is aborted (its transaction rolls
+                // back, or its commit row says it is done).
+                let write = async move {
                     sink.write(&key, &ranges, std::slice::from_ref(&batch))
                         .await
-                }
+                };
+                AbortOnDropHandle::new(tokio::spawn(write.instrument(Span::current())))
             });
         let outcome = stream::iter(writes)
             .buffer_unordered(self.parallelism)
+            .map(|joined| {
+                joined.map_err(|e| Error::TaskFailed {
+                    what: format!("a sink write of batch {}", plan.batch_time),
+                    message: e.to_string(),
+                })?
+            })
             .try_fold(BatchOutcome::default(), |acc, outcome| async move {
                 Ok(acc.add(&outcome))
             })
             .await?;
-        Ok(BatchOutcome { records, ..outcome })
+        let outcome = BatchOutcome { records, ..outcome };
+        self.report(plan, &outcome, started.elapsed());
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::BatchTime;
+
+    #[test]
+    fn a_recorded_loss_is_part_of_the_write() {
+        let tp = TopicPartition::new("t", 0);
+        let read = OffsetRange::new(tp.clone(), 50, 60);
+        let mut plan = BatchPlan::new(BatchTime::from_millis(1), vec![read.clone()]);
+        assert_eq!(write_ranges(&plan, &read), vec![read.clone()]);
+        let lost = OffsetRange::new(tp, 10, 50);
+        plan.lost.push(lost.clone());
+        plan.lost
+            .push(OffsetRange::new(TopicPartition::new("t", 1), 0, 5));
+        assert_eq!(write_ranges(&plan, &read), vec![lost, read]);
     }
 }

@@ -1,11 +1,15 @@
 //! The main job assembled from a pipeline file: Kafka topics into a SQL table.
 
-use std::sync::Arc;
+mod cross_check;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{Level, debug, info};
 
-use super::job::TableJob;
+use super::job::{PROGRESS_TARGET, Positions, TableJob};
 use super::scheduler::{RunSummary, Schedule, Scheduler};
 use crate::checkpoint::{CheckpointStore, PipelineIdentity};
 use crate::config::PipelineConfig;
@@ -13,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::rate::RateController;
 use crate::sink::{Sink, SqlSink};
 use crate::source::{KafkaSource, Planner};
+
+/// How often the lag of a reporting run is measured.
+const LAG_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The identity a pipeline file gives its checkpoint: what must not change silently.
 pub fn pipeline_identity(config: &PipelineConfig) -> PipelineIdentity {
@@ -24,7 +31,17 @@ pub fn pipeline_identity(config: &PipelineConfig) -> PipelineIdentity {
 }
 
 /// Runs the pipeline of `config` until `shutdown` is cancelled (or `max_batches` new batches
-/// ran): recovers from the checkpoint, then consumes the topics into the table.
+/// ran): recovers from the checkpoint, cross-checks it against the sink's commit table, then
+/// consumes the topics into the table.
+///
+/// When the sink is ahead of the checkpoint (the checkpoint was lost or restored from an old
+/// copy), this pipeline, which keeps no state, resumes from the sink's committed positions and
+/// logs a warning that says so; the old checkpoint's files are moved to
+/// `<checkpoint_dir>.behind-sink-<t>`.
+///
+/// Progress for a status line comes as debug events of target `weir::progress`: "Batch
+/// written." after every batch (`batch_time` in epoch ms, `records`, `rows`, `write_ms`) and,
+/// when that target is enabled, "Lag." about once a second (`total_lag`, `partitions`).
 ///
 /// # Cancel safety
 ///
@@ -53,25 +70,67 @@ pub async fn run_pipeline(
     );
 
     let source = KafkaSource::connect(&config.source, &config.group_id())?;
+    let identity = pipeline_identity(config);
+    let store = cross_check::reconcile(store, &identity, &sink, &source, config).await?;
     let planner = Planner::new(config.source.on_data_loss);
     let rate = RateController::new(config.source.rate_config(), section.batch_interval)?;
     let parallelism = usize::try_from(config.sink.pool_size).unwrap_or(1);
-    let job = TableJob::new(
+    let mut job = TableJob::new(
         section.name.clone(),
         config.source.topics.clone(),
         Arc::new(sink),
         parallelism,
     );
+    let stop_probe = CancellationToken::new();
+    if tracing::enabled!(target: PROGRESS_TARGET, Level::DEBUG) {
+        let positions = Positions::default();
+        job = job.with_positions(Arc::clone(&positions));
+        let lag_source = KafkaSource::connect(&config.source, &config.group_id())?;
+        tokio::spawn(probe_lag(lag_source, positions, stop_probe.clone()));
+    }
+    let _stop_probe = stop_probe.drop_guard();
     let schedule = Schedule {
         pipeline: section.name.clone(),
         batch_interval: section.batch_interval,
         checkpoint_interval: section.checkpoint_interval(),
         metadata_refresh_interval: config.source.metadata_refresh_interval,
         commit_offsets: config.source.commit_offsets,
-        identity: pipeline_identity(config),
+        identity,
         max_batches,
     };
     Scheduler::new(schedule, source, planner, rate, store, job, shutdown)
         .run()
         .await
+}
+
+/// Measures the total lag of the partitions the job has written about once a second, until
+/// `stop`, as progress events. Failures only cost a stale number: they are logged at debug level.
+async fn probe_lag(source: KafkaSource, positions: Positions, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(LAG_PROBE_INTERVAL) => {}
+        }
+        let known = positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if known.is_empty() {
+            continue;
+        }
+        let partitions: BTreeSet<_> = known.keys().cloned().collect();
+        match source.watermarks(&partitions).await {
+            Ok(watermarks) => {
+                let lag: u64 = known
+                    .iter()
+                    .filter_map(|(tp, &position)| {
+                        let end = watermarks.get(tp)?.stable_end;
+                        u64::try_from(end.saturating_sub(position)).ok()
+                    })
+                    .sum();
+                debug!(target: PROGRESS_TARGET, message = "Lag.", total_lag = lag, partitions = known.len());
+            }
+            Err(error) => debug!(%error, "Cannot measure the lag; trying again."),
+        }
+    }
 }

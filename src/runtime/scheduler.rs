@@ -11,12 +11,12 @@
 //! after it are executed again verbatim (the sink's commit table turns repeated writes into
 //! no-ops, and state is recomputed), and only then is anything planned anew.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, Span, debug, debug_span, field, info, info_span, warn};
 
 use super::job::{BatchJob, BatchOutcome};
 use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
@@ -135,11 +135,14 @@ impl<J: BatchJob> Scheduler<J> {
                 .rate
                 .caps(&lags(self.planner.positions(), &watermarks), interval);
             let plan = self.planner.plan(t, &watermarks, &caps)?;
-            self.log_plan(&plan).await?;
+            let lag = Lag::measure(&lags(&plan.end_positions(), &watermarks));
+            let span = batch_span(&plan, scheduling_delay, &lag);
+            self.log_plan(&plan).instrument(span.clone()).await?;
             self.planner.advance(&plan)?;
+            fail::fail_point!("runtime::after_plan_logged");
 
-            let span = info_span!("batch", batch_time = %t);
-            let outcome = self.execute(&plan).instrument(span).await?;
+            let outcome = self.execute(&plan).instrument(span.clone()).await?;
+            fail::fail_point!("runtime::after_sink_before_snapshot");
             let processing = started.elapsed();
             last_t = t;
             summary.batches += 1;
@@ -151,13 +154,7 @@ impl<J: BatchJob> Scheduler<J> {
                 processing_delay: processing,
                 scheduling_delay,
             });
-            log_batch(
-                &plan,
-                &outcome,
-                processing,
-                scheduling_delay,
-                &caps_total(&plan),
-            );
+            span.in_scope(|| log_batch(&plan, &outcome, processing, &span));
 
             if t.as_millis() - last_snapshot.as_millis()
                 >= interval_millis(self.schedule.checkpoint_interval)
@@ -171,6 +168,7 @@ impl<J: BatchJob> Scheduler<J> {
                 warn!(message = "Could not commit offsets to the consumer group; lag tools will lag.", %error);
             }
         }
+        fail::fail_point!("runtime::during_graceful_stop");
         if last_t > last_snapshot {
             self.snapshot(last_t).await?;
         }
@@ -202,6 +200,9 @@ impl<J: BatchJob> Scheduler<J> {
                 Ok((t, t))
             }
             Recovery::Resume { snapshot, plans } => {
+                // MUTANT (scripts/chaos --mutant replan): logged plans are re-planned, not replayed.
+                #[cfg(feature = "mutant-replan")]
+                let plans: Vec<BatchPlan> = plans.into_iter().take(0).collect();
                 self.job.restore(snapshot.operator_state.clone())?;
                 let mut positions = snapshot.positions.clone();
                 for plan in &plans {
@@ -218,6 +219,7 @@ impl<J: BatchJob> Scheduler<J> {
                     self.planner.advance(plan)?;
                     last_t = plan.batch_time;
                     summary.replayed += 1;
+                    fail::fail_point!("runtime::during_recovery");
                 }
                 info!(
                     message = "Recovered from the checkpoint.",
@@ -238,6 +240,7 @@ impl<J: BatchJob> Scheduler<J> {
             self.source.assign(&positions)?;
         }
         let input = self.source.fetch(plan).await?;
+        fail::fail_point!("runtime::after_fetch");
         self.job.run_batch(plan, input).await
     }
 
@@ -245,7 +248,11 @@ impl<J: BatchJob> Scheduler<J> {
         let store = Arc::clone(&self.store);
         let record = plan.clone();
         blocking(move || lock(&store)?.append_plan(&record)).await?;
-        KafkaSource::log_plan(plan);
+        if is_idle(plan) {
+            debug!(message = "Planned batch.", batch_time = %plan.batch_time);
+        } else {
+            info!(message = "Planned batch.", batch_time = %plan.batch_time, planned = plan.record_upper_bound());
+        }
         Ok(())
     }
 
@@ -281,29 +288,88 @@ fn next_batch_time(last: BatchTime, now_ms: i64, interval: Duration) -> BatchTim
     last.next(interval).max(BatchTime::floor(now_ms, interval))
 }
 
-fn caps_total(plan: &BatchPlan) -> u64 {
-    plan.record_upper_bound()
+/// The records waiting beyond a batch: what its partitions still hold after their ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Lag {
+    /// Over all partitions.
+    total: u64,
+    /// The partition with the most, and how many.
+    max: Option<(TopicPartition, u64)>,
 }
 
-fn log_batch(
-    plan: &BatchPlan,
-    outcome: &BatchOutcome,
-    processing: Duration,
-    scheduling_delay: Duration,
-    planned: &u64,
-) {
-    info!(
-        message = "Batch done.",
-        batch_time = %plan.batch_time,
-        records = outcome.records,
-        planned,
-        rows = outcome.rows,
-        replayed_partitions = outcome.already_committed,
-        skipped = outcome.skipped,
-        dead_letters = outcome.dead_letters,
-        processing_ms = processing.as_millis(),
-        scheduling_delay_ms = scheduling_delay.as_millis(),
-    );
+impl Lag {
+    fn measure(lags: &BTreeMap<TopicPartition, u64>) -> Self {
+        let max = lags
+            .iter()
+            .max_by_key(|&(tp, &lag)| (lag, std::cmp::Reverse(tp)))
+            .filter(|&(_, &lag)| lag > 0)
+            .map(|(tp, &lag)| (tp.clone(), lag));
+        Self {
+            total: lags.values().sum(),
+            max,
+        }
+    }
+}
+
+/// True when a batch covers no offset: an idle pipeline's batches, logged at debug level so
+/// that they do not flood the log.
+fn is_idle(plan: &BatchPlan) -> bool {
+    plan.record_upper_bound() == 0 && plan.lost.is_empty()
+}
+
+/// The span of one batch: its time, ranges, scheduling delay and the lag left after it; the
+/// records read and the processing time are recorded when it is done.
+fn batch_span(plan: &BatchPlan, scheduling_delay: Duration, lag: &Lag) -> Span {
+    let ranges: Vec<String> = plan.ranges.iter().map(ToString::to_string).collect();
+    let (lag_max_partition, lag_max) = match &lag.max {
+        Some((tp, lag)) => (tp.to_string(), *lag),
+        None => (String::new(), 0),
+    };
+    macro_rules! span_at {
+        ($span:ident) => {
+            $span!(
+                "batch",
+                batch_time = %plan.batch_time,
+                ranges = %ranges.join(" "),
+                planned = plan.record_upper_bound(),
+                scheduling_delay_ms = scheduling_delay.as_millis(),
+                lag_total = lag.total,
+                lag_max,
+                lag_max_partition = %lag_max_partition,
+                records = field::Empty,
+                processing_ms = field::Empty,
+            )
+        };
+    }
+    if is_idle(plan) {
+        span_at!(debug_span)
+    } else {
+        span_at!(info_span)
+    }
+}
+
+fn log_batch(plan: &BatchPlan, outcome: &BatchOutcome, processing: Duration, span: &Span) {
+    span.record("records", outcome.records);
+    span.record("processing_ms", processing.as_millis());
+    macro_rules! done_at {
+        ($event:ident) => {
+            $event!(
+                message = "Batch done.",
+                batch_time = %plan.batch_time,
+                records = outcome.records,
+                rows = outcome.rows,
+                replayed_partitions = outcome.already_committed,
+                skipped = outcome.skipped,
+                dead_letters = outcome.dead_letters,
+                processing_ms = processing.as_millis(),
+            )
+        };
+    }
+    if is_idle(plan) {
+        done_at!(debug);
+    } else {
+        done_at!(info);
+    }
 }
 
 fn now_millis() -> i64 {
@@ -332,6 +398,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::OffsetRange;
 
     #[test]
     fn no_flood_of_missed_batches() {
@@ -340,5 +407,27 @@ mod tests {
         assert_eq!(next_batch_time(last, 1_050, i).as_millis(), 1_100);
         // Ten seconds of downtime give one batch at the current grid point, not a hundred.
         assert_eq!(next_batch_time(last, 11_042, i).as_millis(), 11_000);
+    }
+
+    #[test]
+    fn lag_is_totalled_and_its_largest_partition_named() {
+        let tp = |p| TopicPartition::new("t", p);
+        let lag = Lag::measure(&BTreeMap::from([(tp(0), 5), (tp(1), 40), (tp(2), 40)]));
+        assert_eq!(lag.total, 85);
+        // Ties go to the first partition, so the log names a stable one.
+        assert_eq!(lag.max, Some((tp(1), 40)));
+        let idle = Lag::measure(&BTreeMap::from([(tp(0), 0)]));
+        assert_eq!(idle, Lag::default());
+    }
+
+    #[test]
+    fn only_batches_without_offsets_are_idle() {
+        let tp = TopicPartition::new("t", 0);
+        let at = BatchTime::from_millis(100);
+        assert!(is_idle(&BatchPlan::new(at, vec![OffsetRange::new(tp.clone(), 7, 7)])));
+        assert!(!is_idle(&BatchPlan::new(at, vec![OffsetRange::new(tp.clone(), 7, 8)])));
+        let mut skipped = BatchPlan::new(at, vec![OffsetRange::new(tp.clone(), 9, 9)]);
+        skipped.lost = vec![OffsetRange::new(tp, 7, 9)];
+        assert!(!is_idle(&skipped), "a recorded gap is worth a line at info level");
     }
 }

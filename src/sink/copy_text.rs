@@ -2,7 +2,7 @@
 //! backslash escapes for backslash, newline, carriage return and tab. Values are written as
 //! PostgreSQL reads them back exactly (numerics as their decimal text, bytea as `\x` hex).
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use crate::sink::value::SqlValue;
 
@@ -17,58 +17,42 @@ pub(crate) fn write_row(out: &mut Vec<u8>, row: &[SqlValue]) {
     out.push(b'\n');
 }
 
+/// Appends one value; writing to a `Vec` cannot fail, so the results are ignored.
 fn write_value(out: &mut Vec<u8>, value: &SqlValue) {
-    let mut text = String::new();
-    let plain = match value {
-        SqlValue::Null(_) => {
-            out.extend_from_slice(b"\\N");
-            return;
-        }
-        SqlValue::Text(s) | SqlValue::Json(s) => {
-            escape(out, s);
-            return;
-        }
+    match value {
+        SqlValue::Null(_) => out.extend_from_slice(b"\\N"),
+        SqlValue::Text(s) | SqlValue::Json(s) => escape(out, s),
         SqlValue::Bytes(b) => {
             out.extend_from_slice(b"\\\\x");
             for byte in b {
-                let _ = write!(text, "{byte:02x}");
+                let _ = write!(out, "{byte:02x}");
             }
-            &text
         }
         SqlValue::BigInt(v) => {
-            let _ = write!(text, "{v}");
-            &text
+            let _ = write!(out, "{v}");
         }
         SqlValue::Integer(v) => {
-            let _ = write!(text, "{v}");
-            &text
+            let _ = write!(out, "{v}");
         }
+        // `{:?}` keeps every digit needed to read the same f64 back.
         SqlValue::Double(v) => {
-            // `{:?}` keeps every digit needed to read the same f64 back.
-            let _ = write!(text, "{v:?}");
-            &text
+            let _ = write!(out, "{v:?}");
         }
-        SqlValue::Boolean(v) => {
-            if *v {
-                "t"
-            } else {
-                "f"
-            }
-        }
+        SqlValue::Boolean(v) => out.push(if *v { b't' } else { b'f' }),
         SqlValue::Numeric(d) => {
-            let _ = write!(text, "{d}");
-            &text
+            let _ = write!(out, "{d}");
         }
         SqlValue::Timestamptz(t) => {
-            text = t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-            &text
+            let _ = write!(
+                out,
+                "{}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            );
         }
         SqlValue::Date(d) => {
-            let _ = write!(text, "{}", d.format("%Y-%m-%d"));
-            &text
+            let _ = write!(out, "{}", d.format("%Y-%m-%d"));
         }
-    };
-    out.extend_from_slice(plain.as_bytes());
+    }
 }
 
 fn escape(out: &mut Vec<u8>, s: &str) {

@@ -2,14 +2,20 @@
 //! text (so `0.1` reaches a numeric column as exactly `0.1`, never through a float), and objects
 //! and arrays keep their raw text for json columns.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// A parsed JSON document whose top-level object fields are indexed once per record.
+/// A parsed JSON document whose top-level object members are indexed once per record.
 pub(crate) struct Document<'a> {
-    root: &'a RawValue,
-    fields: Option<BTreeMap<String, &'a RawValue>>,
+    text: &'a str,
+    /// The members of an object document, in document order.
+    members: Option<Members<'a>>,
+    /// The document, when it is not an object.
+    root: Option<&'a RawValue>,
 }
 
 /// A JSON value found at a pointer.
@@ -27,34 +33,40 @@ pub(crate) enum Leaf<'a> {
     Composite(&'a str),
 }
 
+fn bad_json(e: serde_json::Error) -> String {
+    format!("value is not valid JSON: {e}")
+}
+
 impl<'a> Document<'a> {
-    /// Parses `text`; the error is the reason a record is refused.
+    /// Parses `text`, checking all of it; the error is the reason a record is refused.
     pub(crate) fn parse(text: &'a str) -> Result<Self, String> {
-        let root: &RawValue =
-            serde_json::from_str(text).map_err(|e| format!("value is not valid JSON: {e}"))?;
-        let fields = if root.get().starts_with('{') {
-            Some(
-                serde_json::from_str(root.get())
-                    .map_err(|e| format!("value is not valid JSON: {e}"))?,
-            )
-        } else {
-            None
-        };
-        Ok(Self { root, fields })
+        if text.trim_start().starts_with('{') {
+            let members = serde_json::from_str(text).map_err(bad_json)?;
+            return Ok(Self {
+                text,
+                members: Some(members),
+                root: None,
+            });
+        }
+        let root = serde_json::from_str(text).map_err(bad_json)?;
+        Ok(Self {
+            text,
+            members: None,
+            root: Some(root),
+        })
     }
 
     /// The value at JSON pointer `pointer` (RFC 6901), `None` when absent.
     pub(crate) fn get(&self, pointer: &str) -> Result<Option<&'a RawValue>, String> {
         let mut tokens = tokens(pointer);
         let Some(first) = tokens.next() else {
-            return Ok(Some(self.root));
+            return match self.root {
+                Some(root) => Ok(Some(root)),
+                None => serde_json::from_str(self.text).map(Some).map_err(bad_json),
+            };
         };
-        let mut current = match &self.fields {
-            Some(fields) => match fields.get(&first) {
-                Some(v) => *v,
-                None => return Ok(None),
-            },
-            None => return Ok(None),
+        let Some(mut current) = self.members.as_ref().and_then(|m| m.get(&first)) else {
+            return Ok(None);
         };
         for token in tokens {
             match step(current, &token)? {
@@ -66,15 +78,56 @@ impl<'a> Document<'a> {
     }
 }
 
+/// The members of a JSON object, keys borrowed from the text unless they hold escapes.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    /// The member named `key`; the last one when the object repeats it (as serde_json's maps).
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| *value)
+    }
+}
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor<'a>(PhantomData<&'a ()>);
+
+        impl<'de> Visitor<'de> for MembersVisitor<'de> {
+            type Value = Members<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Key(key)) = map.next_key()? {
+                    members.push((key, map.next_value()?));
+                }
+                Ok(Members(members))
+            }
+        }
+
+        deserializer.deserialize_map(MembersVisitor(PhantomData))
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
 /// One level down from `raw` by `token`: an object member or an array index.
 fn step<'a>(raw: &'a RawValue, token: &str) -> Result<Option<&'a RawValue>, String> {
     let text = raw.get();
-    let bad = |e: serde_json::Error| format!("value is not valid JSON: {e}");
     if text.starts_with('{') {
-        let map: BTreeMap<String, &RawValue> = serde_json::from_str(text).map_err(bad)?;
-        Ok(map.get(token).copied())
+        let members: Members<'a> = serde_json::from_str(text).map_err(bad_json)?;
+        Ok(members.get(token))
     } else if text.starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(bad)?;
+        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(bad_json)?;
         Ok(token
             .parse::<usize>()
             .ok()
@@ -85,11 +138,14 @@ fn step<'a>(raw: &'a RawValue, token: &str) -> Result<Option<&'a RawValue>, Stri
 }
 
 /// The unescaped reference tokens of a JSON pointer (`~1` is `/`, `~0` is `~`).
-fn tokens(pointer: &str) -> impl Iterator<Item = String> + '_ {
-    pointer
-        .split('/')
-        .skip(1)
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+fn tokens(pointer: &str) -> impl Iterator<Item = Cow<'_, str>> + '_ {
+    pointer.split('/').skip(1).map(|t| {
+        if t.contains('~') {
+            Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
+        } else {
+            Cow::Borrowed(t)
+        }
+    })
 }
 
 /// What kind of JSON value `raw` is.
@@ -150,6 +206,15 @@ mod tests {
             assert!(Document::parse(text).is_err(), "{text}");
         }
         assert!(Document::parse("42").unwrap().get("/a").unwrap().is_none());
+    }
+
+    #[test]
+    fn escaped_and_repeated_keys_are_found() {
+        let doc = Document::parse(r#" {"a\u0062": 1, "k": 2, "k": 3, "n": {"x\"y": [4]}}"#).unwrap();
+        assert_eq!(at(&doc, "/ab"), Some(Leaf::Number("1")));
+        assert_eq!(at(&doc, "/k"), Some(Leaf::Number("3")));
+        assert_eq!(at(&doc, "/n/x\"y/0"), Some(Leaf::Number("4")));
+        assert!(matches!(at(&doc, ""), Some(Leaf::Composite(_))));
     }
 
     #[test]

@@ -233,15 +233,18 @@ impl RowMapper {
     /// The operation of one record; `None` when the record needs none.
     fn map_record(&self, origin: Origin<'_>) -> Result<Option<Op>, String> {
         let record = origin.record;
-        let key_text = record
-            .key
-            .as_deref()
-            .map(|k| std::str::from_utf8(k).map_err(|e| format!("key is not valid UTF-8: {e}")));
+        // Only records whose key is read pay for checking it.
+        let key_text = || {
+            record
+                .key
+                .as_deref()
+                .map(|k| std::str::from_utf8(k).map_err(|e| format!("key is not valid UTF-8: {e}")))
+        };
         let Some(value) = &record.value else {
             if !self.deletes {
                 return Ok(None);
             }
-            let key_text = key_text.transpose()?;
+            let key_text = key_text().transpose()?;
             let key_doc = key_text.map(KeyDoc::parse);
             let values = self
                 .key
@@ -289,8 +292,7 @@ impl RowMapper {
                 }
                 Source::RecordKey => {
                     if key_doc.is_none() {
-                        let text = key_text
-                            .clone()
+                        let text = key_text()
                             .transpose()?
                             .ok_or("the record has no key, and key_source = \"record_key\"")?;
                         key_doc = Some(KeyDoc::parse(text));
@@ -593,5 +595,69 @@ mod tests {
                 .to_string()
                 .contains("sink.columns[0].default")
         );
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use crate::plan::OffsetRange;
+
+    #[test]
+    #[ignore = "a measurement: cargo test --release --lib speed -- --ignored --nocapture"]
+    fn mapping_and_copy_text_per_record() {
+        let config: SqlSinkConfig = toml::from_str(
+            r#"url = "postgres://x/y"
+table = "t"
+[[columns]]
+name = "id"
+type = "bigint"
+[[columns]]
+name = "customer"
+type = "text"
+[[columns]]
+name = "amount"
+type = "numeric(12,2)"
+[[columns]]
+name = "placed_at"
+type = "timestamptz"
+"#,
+        )
+        .unwrap();
+        let mapper = RowMapper::new(&config, Dialect::Postgres).unwrap();
+        let records: Vec<Record> = (0..200_000u64)
+            .map(|i| Record {
+                offset: i64::try_from(i).unwrap(),
+                timestamp: Some(1),
+                key: Some(format!("order-{i}").into_bytes()),
+                value: Some(
+                    serde_json::json!({"id": i, "customer": format!("c{}", i % 97), "amount": format!("{}.{:02}", i % 1000, i % 100), "placed_at": format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, i % 60)})
+                        .to_string()
+                        .into_bytes(),
+                ),
+                headers: vec![],
+            })
+            .collect();
+        let input = [PartitionBatch {
+            range: OffsetRange::new(TopicPartition::new("t", 0), 0, 200_000),
+            records,
+        }];
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let mapped = mapper.map(&input);
+            let mapping = started.elapsed();
+            let mut data = Vec::new();
+            for (op, _) in &mapped.ops {
+                if let Op::Write(row) = op {
+                    crate::sink::copy_text::write_row(&mut data, row);
+                }
+            }
+            let total = started.elapsed();
+            eprintln!(
+                "map {:?}/record, copy text {:?}/record",
+                mapping / 200_000,
+                (total - mapping) / 200_000
+            );
+        }
     }
 }

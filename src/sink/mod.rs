@@ -40,6 +40,9 @@ pub use retry::RetryPolicy;
 pub use sql::SqlSink;
 pub use types::ColumnType;
 pub use value::SqlValue;
+// For `weir verify`, which maps records exactly as the sink does and reads the table back.
+pub(crate) use conn::SinkPool;
+pub(crate) use mapping::{Op, RowMapper};
 
 use crate::error::Result;
 use crate::plan::{BatchTime, OffsetRange, TopicPartition};

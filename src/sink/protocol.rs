@@ -67,7 +67,11 @@ const INSERT_COMMIT: &str =
 const INSERT_COMMIT_OR_NOTHING: &str = "INSERT INTO weir_commits (pipeline, batch_time, partition_id, ranges) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING";
 pub(crate) const SELECT_COMMIT: &str =
     "SELECT ranges FROM weir_commits WHERE pipeline = ? AND batch_time = ? AND partition_id = ?";
+#[cfg(not(feature = "mutant-no-contiguity"))]
 const ADVANCE_OFFSETS: &str = "UPDATE weir_offsets SET from_offset = ?, next_offset = ?, batch_time = ? WHERE pipeline = ? AND partition_id = ? AND topic = ? AND kafka_partition = ? AND next_offset = ?";
+// MUTANT (scripts/chaos --mutant no-contiguity): the contiguity check always passes.
+#[cfg(feature = "mutant-no-contiguity")]
+const ADVANCE_OFFSETS: &str = "UPDATE weir_offsets SET from_offset = ?, next_offset = ?, batch_time = ? WHERE pipeline = ? AND partition_id = ? AND topic = ? AND kafka_partition = ? AND (next_offset = ? OR 1 = 1)";
 const SELECT_OFFSETS: &str = "SELECT from_offset, next_offset, batch_time FROM weir_offsets WHERE pipeline = ? AND partition_id = ? AND topic = ? AND kafka_partition = ?";
 const INSERT_OFFSETS: &str = "INSERT INTO weir_offsets (pipeline, partition_id, topic, kafka_partition, from_offset, next_offset, batch_time) VALUES (?, ?, ?, ?, ?, ?, ?)";
 

@@ -77,6 +77,11 @@ impl SqlValue {
 /// between the default, NULL and an error). The error is the reason the record is refused.
 pub(crate) fn from_leaf(leaf: Leaf<'_>, column_type: ColumnType) -> Result<SqlValue, String> {
     use ColumnType as T;
+    // The common case, without a copy of the string.
+    let leaf = match (column_type, leaf) {
+        (T::Text, Leaf::String(s)) => return Ok(SqlValue::Text(s)),
+        (_, leaf) => leaf,
+    };
     let wrong = |expected: &str| {
         let found = match &leaf {
             Leaf::Null => "null".to_owned(),

@@ -3,8 +3,11 @@
 //!
 //! A range `[from, until)` is finished when the partition's position reaches `until`, not when
 //! a record at `until - 1` arrives: compaction, transaction markers and aborted records
-//! (`read_committed`) leave offsets without records. Once a partition holds its range it is paused,
-//! so memory stays bounded by the caps; it is resumed when a later plan needs it.
+//! (`read_committed`) leave offsets without records. A partition that holds its range goes on
+//! reading ahead until it also holds as many records as its current range has offsets, then it
+//! is paused: memory stays bounded by the caps (plus librdkafka's own queue,
+//! `queued.max.messages.kbytes`), and a backlog is read without a pause and resume per batch.
+//! A paused partition is resumed when a plan needs it.
 //!
 //! All partitions are read from the consumer's one queue by a dispatcher rather than through
 //! split per-partition queues: a record fetched between `assign` and the split would land on the
@@ -13,12 +16,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::config::{KafkaSourceConfig, StartingOffsets};
 use super::planner::Watermarks;
@@ -29,9 +35,11 @@ use crate::plan::{BatchPlan, TopicPartition};
 /// How long one metadata or offsets request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the dispatcher waits for a record before it checks the positions.
-const IDLE_CHECK: Duration = Duration::from_millis(50);
+const IDLE_CHECK: Duration = Duration::from_millis(10);
 /// A partition that has not reached its `until` after this long is reported (and waited for).
 const SLOW_WARNING: Duration = Duration::from_secs(10);
+/// librdkafka's `fetch.wait.max.ms` unless the user sets it (librdkafka's default is 500).
+const FETCH_WAIT_MAX_MS: &str = "20";
 
 /// What the source knows about one assigned partition.
 #[derive(Debug, Default)]
@@ -43,6 +51,9 @@ struct PartitionState {
     ahead: VecDeque<Record>,
     /// True while consumption of the partition is paused.
     paused: bool,
+    /// How many records beyond its range the partition may hold before it is paused: the length
+    /// of its latest range.
+    read_ahead: usize,
 }
 
 /// The direct Kafka source.
@@ -50,6 +61,9 @@ pub struct KafkaSource {
     consumer: Arc<StreamConsumer>,
     config: KafkaSourceConfig,
     partitions: BTreeMap<TopicPartition, PartitionState>,
+    /// True while a background request wakes librdkafka's fetchers (see
+    /// [`KafkaSource::wake_fetchers`]).
+    waking: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -64,15 +78,22 @@ impl std::fmt::Debug for KafkaSource {
 impl KafkaSource {
     /// Creates the consumer; nothing is assigned until [`KafkaSource::assign`].
     pub fn connect(config: &KafkaSourceConfig, group_id: &str) -> Result<Self> {
-        let consumer: StreamConsumer = config
-            .client_config(group_id)
-            .set("queued.max.messages.kbytes", "32768")
+        let mut client = config.client_config(group_id);
+        client.set("queued.max.messages.kbytes", "32768");
+        if client.get("fetch.wait.max.ms").is_none() {
+            // A Fetch still waiting when its partitions are paused holds up the next Fetch and
+            // every offsets request on the connection for this long: keep it short. Ranges end
+            // at offsets that exist, so long polls would gain nothing.
+            client.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+        }
+        let consumer: StreamConsumer = client
             .create()
             .map_err(|e| Error::kafka(format!("creating a consumer for {}", config.brokers), e))?;
         Ok(Self {
             consumer: Arc::new(consumer),
             config: config.clone(),
             partitions: BTreeMap::new(),
+            waking: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -218,6 +239,7 @@ impl KafkaSource {
                     received: position,
                     ahead: VecDeque::new(),
                     paused: true,
+                    read_ahead: 0,
                 };
                 (tp.clone(), state)
             })
@@ -243,9 +265,11 @@ impl KafkaSource {
     /// Not cancel safe: records received before cancellation are lost from this source's
     /// buffers. After a cancellation, re-[`assign`](KafkaSource::assign) before fetching again.
     pub async fn fetch(&mut self, plan: &BatchPlan) -> Result<Vec<PartitionBatch>> {
+        self.skip_to_plan(plan)?;
         let mut open: BTreeMap<TopicPartition, PartitionBatch> = BTreeMap::new();
         let mut done: BTreeMap<TopicPartition, PartitionBatch> = BTreeMap::new();
         let mut resume = Vec::new();
+        let mut pause = Vec::new();
         for range in &plan.ranges {
             let state = self
                 .partitions
@@ -269,8 +293,18 @@ impl KafkaSource {
                 }
             }
             let reached = !state.ahead.is_empty() || state.received >= range.until;
+            state.read_ahead = usize::try_from(range.len()).unwrap_or(usize::MAX);
             if range.is_empty() || reached {
                 done.insert(range.tp.clone(), batch);
+                // Read the next range while this batch runs, or stop reading an idle partition.
+                let wanted = state.ahead.len() < state.read_ahead;
+                if wanted && state.paused {
+                    resume.push(range.tp.clone());
+                    state.paused = false;
+                } else if !wanted && !state.paused {
+                    pause.push(range.tp.clone());
+                    state.paused = true;
+                }
             } else {
                 if state.paused {
                     resume.push(range.tp.clone());
@@ -279,11 +313,18 @@ impl KafkaSource {
                 open.insert(range.tp.clone(), batch);
             }
         }
+        if !pause.is_empty() {
+            let list = partition_list(pause.iter().map(|tp| (tp, Offset::Invalid)))?;
+            self.consumer
+                .pause(&list)
+                .map_err(|e| Error::kafka("pausing partitions", e))?;
+        }
         if !resume.is_empty() {
             let list = partition_list(resume.iter().map(|tp| (tp, Offset::Invalid)))?;
             self.consumer
                 .resume(&list)
                 .map_err(|e| Error::kafka("resuming partitions", e))?;
+            self.wake_fetchers(&list);
         }
 
         let mut waited = Duration::ZERO;
@@ -293,6 +334,12 @@ impl KafkaSource {
             match tokio::time::timeout(IDLE_CHECK, consumer.recv()).await {
                 Ok(Ok(message)) => self.dispatch(&message, &mut open, &mut done)?,
                 Ok(Err(e)) => {
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+                    ) {
+                        return Err(self.lost_while_reading(&open, e).await);
+                    }
                     let error = Error::kafka("reading records", e);
                     if !error.is_retryable() {
                         return Err(error);
@@ -323,6 +370,96 @@ impl KafkaSource {
             .collect())
     }
 
+    /// librdkafka does not wake a broker thread when one of its partitions is resumed: a thread
+    /// with nothing to fetch sleeps up to a second (`rd_kafka_max_block_ms`) before it notices,
+    /// which made every batch with records take a second. Any request to a partition's leader
+    /// wakes its thread, so the resumed partitions' offsets for a timestamp are asked for in the
+    /// background (one ListOffsets request per leader); the answer is not needed. One waker at a
+    /// time: while one waits for its answer, that answer wakes the threads anyway.
+    fn wake_fetchers(&self, resumed: &TopicPartitionList) {
+        if self.waking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let waking = Arc::clone(&self.waking);
+        let mut query = TopicPartitionList::new();
+        for element in resumed.elements() {
+            // The list holds valid partitions, so adding them again cannot fail.
+            let _ = query.add_partition_offset(element.topic(), element.partition(), Offset::Offset(0));
+        }
+        // Detached: the batch does not wait for the answer.
+        drop(tokio::task::spawn_blocking(move || {
+            if let Err(error) = consumer.offsets_for_times(query, REQUEST_TIMEOUT) {
+                debug!(message = "Waking the fetchers failed; they wake within a second anyway.", %error);
+            }
+            waking.store(false, Ordering::Release);
+        }));
+    }
+
+    /// The error for a fetch that found its offsets gone: retention deleted records of a range
+    /// after it was planned (or while a logged plan waited for its replay). librdkafka does not
+    /// say which partition; the one whose log now starts beyond what was read is named. Left
+    /// alone, librdkafka would stop fetching the partition and the batch would wait forever.
+    async fn lost_while_reading(
+        &self,
+        open: &BTreeMap<TopicPartition, PartitionBatch>,
+        cause: KafkaError,
+    ) -> Error {
+        let partitions: BTreeSet<TopicPartition> = open.keys().cloned().collect();
+        let watermarks = match self.watermarks(&partitions).await {
+            Ok(watermarks) => watermarks,
+            Err(error) => return error,
+        };
+        watermarks
+            .into_iter()
+            .find_map(|(tp, marks)| {
+                let from = self.partitions.get(&tp)?.received;
+                (from < marks.log_start).then_some(Error::DataLoss {
+                    tp,
+                    from,
+                    log_start: marks.log_start,
+                })
+            })
+            .unwrap_or_else(|| Error::kafka("reading records", cause))
+    }
+
+    /// Moves every partition whose non-empty range starts beyond what was read to the range's
+    /// start. That happens only when the plan skipped offsets that retention deleted
+    /// (`on_data_loss = "skip"`): fetching from the old position would fail with "offset out of
+    /// range". The consumer is assigned again, every partition at the offset it has read up to,
+    /// so records held for later ranges stay valid.
+    fn skip_to_plan(&mut self, plan: &BatchPlan) -> Result<()> {
+        let mut skipped = false;
+        for range in plan.ranges.iter().filter(|r| !r.is_empty()) {
+            if let Some(state) = self.partitions.get_mut(&range.tp)
+                && state.received < range.from
+            {
+                debug!(message = "Skipping to the planned range.", partition = %range.tp, from = state.received, to = range.from);
+                state.received = range.from;
+                state.ahead.clear();
+                skipped = true;
+            }
+        }
+        if !skipped {
+            return Ok(());
+        }
+        let list = partition_list(
+            self.partitions
+                .iter()
+                .map(|(tp, state)| (tp, Offset::Offset(state.received))),
+        )?;
+        self.consumer
+            .assign(&list)
+            .map_err(|e| Error::kafka("assigning partitions after skipping lost offsets", e))?;
+        self.consumer
+            .pause(&list)
+            .map_err(|e| Error::kafka("pausing partitions", e))?;
+        for state in self.partitions.values_mut() {
+            state.paused = true;
+        }
+        Ok(())
+    }
+
     fn dispatch(
         &mut self,
         message: &BorrowedMessage<'_>,
@@ -351,7 +488,10 @@ impl KafkaSource {
                 state.ahead.push_back(record);
                 self.finish(&tp, open, done)?;
             }
-            None => state.ahead.push_back(record),
+            None => {
+                state.ahead.push_back(record);
+                self.pause_when_full(&tp)?;
+            }
         }
         Ok(())
     }
@@ -394,8 +534,14 @@ impl KafkaSource {
         if let Some(batch) = open.remove(tp) {
             done.insert(tp.clone(), batch);
         }
+        self.pause_when_full(tp)
+    }
+
+    /// Pauses a partition whose range is done once it holds its read-ahead.
+    fn pause_when_full(&mut self, tp: &TopicPartition) -> Result<()> {
         if let Some(state) = self.partitions.get_mut(tp)
             && !state.paused
+            && state.ahead.len() >= state.read_ahead
         {
             let list = partition_list([(tp, Offset::Invalid)])?;
             self.consumer
@@ -413,17 +559,6 @@ impl KafkaSource {
         self.consumer
             .commit(&list, CommitMode::Async)
             .map_err(|e| Error::kafka("committing offsets to the consumer group", e))
-    }
-
-    /// Logs a plan's ranges at info level, one line per batch.
-    pub fn log_plan(plan: &BatchPlan) {
-        let ranges: Vec<String> = plan.ranges.iter().map(ToString::to_string).collect();
-        info!(
-            message = "Planned batch.",
-            batch_time = %plan.batch_time,
-            records = plan.record_upper_bound(),
-            ranges = %ranges.join(" "),
-        );
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::OnceCell;
 
 #[cfg(feature = "testcontainers")]
 mod containers;
+pub mod engine;
 
 /// Where the test services are.
 #[derive(Debug, Clone)]

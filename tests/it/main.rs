@@ -6,9 +6,27 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod engine_chain;
+mod engine_identity;
+mod engine_partitions;
+mod engine_rate;
+mod engine_recovery;
+mod engine_retention;
+mod engine_starting;
+mod engine_stop;
+mod engine_txn;
 mod harness;
+mod pipeline_cross_check;
+mod pipeline_examples;
+mod pipeline_sessions_killed;
+mod pipeline_support;
 mod sink_commit;
 mod sink_errors;
 mod sink_modes;
 mod sink_support;
 mod sink_types;
+mod verify_table;
+mod stream_examples;
+mod stream_recovery;
+mod stream_sink;
+mod stream_support;

@@ -1,0 +1,208 @@
+//! `weir verify`: recomputes from Kafka what the sink must hold, and compares it with the table.
+//!
+//! The commit table says which offset ranges were written, and in which batch. Verification
+//! checks that, for every Kafka partition, those ranges form one chain with no gap and no
+//! overlap from the partition's start offset (invariant 1); reads exactly those ranges again
+//! with an assign-based consumer at the pipeline's isolation level (`read_committed` by
+//! default); maps every record through the sink's own record → row mapping; and compares the
+//! result with the table:
+//!
+//! - `append`: the table must hold the multiset of mapped rows, each once.
+//! - `upsert`: by key, the last write per key wins (batches in commit order) and a tombstone
+//!   deletes the key's row.
+//!
+//! Differences are counted per partition: rows *missing* from the table, rows *duplicated*,
+//! rows *differing* (same identity, other values) and rows the table holds that no committed
+//! record explains (*unexpected*). Records the sink set aside (`on_error = "skip"` or
+//! `"dead_letter"`, or listed in `weir_dead_letters`) are not expected in the table.
+//!
+//! ```no_run
+//! # async fn example() -> weir::Result<()> {
+//! let config = weir::config::PipelineConfig::from_path("orders.toml".as_ref())?;
+//! let report = weir::verify::verify(&config, |progress| eprintln!("{progress}")).await?;
+//! println!("{report}");
+//! assert!(report.is_clean());
+//! # Ok(()) }
+//! ```
+
+mod cells;
+mod chain;
+mod compare;
+mod expected;
+mod reader;
+mod report;
+mod table;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+pub use report::{PartitionReport, Problem, ProblemKind, Report};
+
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::plan::TopicPartition;
+use crate::sink::{ColumnType, OnError, Op, RowMapper, SinkPool, WriteMode};
+use crate::source::PartitionBatch;
+
+use compare::{Comparison, Identity};
+use expected::Expected;
+
+/// How far a verification is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Reading the committed ranges from Kafka.
+    Kafka {
+        /// Offsets read so far (records and the gaps between them).
+        offsets: u64,
+        /// Offsets to read in all.
+        total: u64,
+        /// Records received so far.
+        records: u64,
+    },
+    /// Reading the table back.
+    Table {
+        /// Rows read so far.
+        rows: u64,
+    },
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Kafka {
+                offsets,
+                total,
+                records,
+            } => {
+                let percent = offsets
+                    .saturating_mul(100)
+                    .checked_div(total)
+                    .unwrap_or(100);
+                write!(
+                    f,
+                    "reading Kafka: {records} records, {offsets} of {total} offsets ({percent}%)"
+                )
+            }
+            Self::Table { rows } => write!(f, "reading the table: {rows} rows"),
+        }
+    }
+}
+
+/// Verifies the table of `config` against Kafka, as described in the [module docs](self).
+/// `progress` is called from time to time (every few thousand records or rows), possibly from
+/// a blocking thread.
+///
+/// Fails when verification is impossible: the database or Kafka cannot be reached, the
+/// bookkeeping tables are missing, or committed records were deleted by retention. Differences
+/// are not errors: they are in the [`Report`].
+///
+/// # Cancel safety
+///
+/// Safe to drop: it only reads. A Kafka read already under way finishes in the background.
+pub async fn verify(
+    config: &PipelineConfig,
+    progress: impl Fn(Progress) + Send + Sync + 'static,
+) -> Result<Report> {
+    let progress: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(progress);
+    let sink = &config.sink;
+    sink.validate()?;
+    let dialect = sink.dialect()?;
+    let mapper = RowMapper::new(sink, dialect)?;
+    let pool = SinkPool::connect_lazy(&sink.url, dialect, 2)?;
+    let pipeline = config.pipeline.name.as_str();
+
+    let commits = chain::read_commits(&pool, pipeline, &config.source.topics).await?;
+    let set_aside = chain::read_dead_letters(&pool, pipeline).await?;
+    let spans = chain::spans(&commits);
+    let records = reader::read_ranges(&config.source, pipeline, &spans, &progress).await?;
+    let mut problems = chain::check(&commits, &records.log_starts, &config.source);
+
+    let columns: Vec<(String, ColumnType)> = mapper
+        .table_columns()
+        .into_iter()
+        .map(|c| (c.name, c.column_type))
+        .collect();
+    let names: Vec<String> = columns.iter().map(|(name, _)| name.clone()).collect();
+    let upsert = sink.mode == WriteMode::Upsert;
+    let partitions: Vec<TopicPartition> = spans.keys().cloned().collect();
+    let mut expected = Expected::new(upsert, mapper.key().to_vec());
+    let mut tallies = vec![report::Tally::default(); partitions.len()];
+    for commit in &commits {
+        let input: Vec<PartitionBatch> = commit
+            .ranges
+            .iter()
+            .map(|range| PartitionBatch {
+                range: range.clone(),
+                records: records.within(range),
+            })
+            .collect();
+        let mapped = mapper.map(&input);
+        let Some(home) = commit
+            .ranges
+            .first()
+            .and_then(|r| partitions.iter().position(|tp| *tp == r.tp))
+        else {
+            continue;
+        };
+        let tally = &mut tallies[home];
+        tally.commits += 1;
+        tally.records += input.iter().map(|b| b.records.len() as u64).sum::<u64>();
+        for rejected in &mapped.rejected {
+            tally.rejected += 1;
+            if sink.on_error == OnError::Fail {
+                problems.push(Problem::unwritable(
+                    &rejected.origin.tp.to_string(),
+                    rejected.origin.record.offset,
+                    &rejected.reason,
+                ));
+            }
+        }
+        for (op, origin) in &mapped.ops {
+            let key = (origin.tp.clone(), origin.record.offset);
+            if set_aside.contains(&key) {
+                tally.dead_letters += 1;
+                continue;
+            }
+            let at = partitions
+                .iter()
+                .position(|tp| tp == origin.tp)
+                .unwrap_or(home);
+            match op {
+                Op::Write(values) => expected.write(at, commit.batch_time, cells::row(values)),
+                Op::Delete(key) => expected.delete(at, commit.batch_time, cells::row(key)),
+            }
+        }
+    }
+
+    let identity = Identity::for_config(sink, &names, mapper.key());
+    let mut comparison = Comparison::new(expected, identity, partitions.len(), names);
+    let table_rows = table::scan(&pool, sink, &columns, &progress, |row| {
+        comparison.observe(row);
+    })
+    .await?;
+    pool.close().await;
+    let outcome = comparison.finish();
+    Ok(report::build(report::Parts {
+        pipeline,
+        table: &sink.table,
+        upsert,
+        commits: &commits,
+        partitions: &partitions,
+        spans: &spans,
+        tallies,
+        outcome,
+        table_rows,
+        problems,
+    }))
+}
+
+/// The `(topic, partition, offset)` of records the sink stored as dead letters.
+type SetAside = BTreeSet<(TopicPartition, i64)>;
+
+/// Per Kafka partition, the hull `[from, until)` of its committed ranges.
+type Spans = BTreeMap<TopicPartition, (i64, i64)>;
+
+fn database(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| Error::database(context, e)
+}

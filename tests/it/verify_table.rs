@@ -1,0 +1,352 @@
+//! `weir verify` against real pipelines: a clean run verifies on every database; a row deleted,
+//! duplicated or altered in the table, or a commit removed from the commit table, is reported
+//! with the right counts and partitions.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use sqlx::AssertSqlSafe;
+use tokio_util::sync::CancellationToken;
+use weir::config::PipelineConfig;
+use weir::verify::{ProblemKind, Report};
+
+use crate::common::{TestEnv, TestTopic};
+use crate::sink_support::{TestDb, every_db};
+
+const PARTITIONS: i32 = 3;
+
+/// `[[sink.columns]]` entries of `(name, type)`; the first one is not nullable.
+fn columns(list: &[(&str, &str)]) -> String {
+    list.iter()
+        .enumerate()
+        .map(|(i, (name, kind))| {
+            let nullable = if i == 0 { "nullable = false\n" } else { "" };
+            format!("[[sink.columns]]\nname = \"{name}\"\ntype = \"{kind}\"\n{nullable}")
+        })
+        .collect()
+}
+
+/// Every column type the sink knows, so that each one is read back and compared.
+fn append_sink() -> String {
+    let list = [
+        ("id", "bigint"),
+        ("name", "text"),
+        ("amount", "numeric(12,2)"),
+        ("placed_at", "timestamptz"),
+        ("paid", "boolean"),
+        ("tags", "json"),
+        ("day", "date"),
+        ("ratio", "double"),
+        ("blob", "bytes"),
+    ];
+    format!(
+        "table = \"verified\"\ncreate_table = true\n{}[sink.metadata]\npartition = \"kafka_partition\"\noffset = \"kafka_offset\"\n",
+        columns(&list)
+    )
+}
+
+fn upsert_sink() -> String {
+    format!(
+        "table = \"verified\"\ncreate_table = true\nmode = \"upsert\"\nkey = [\"id\"]\n{}",
+        columns(&[("id", "bigint"), ("name", "text")])
+    )
+}
+
+fn pipeline_toml(env: &TestEnv, topic: &TestTopic, db: &TestDb, dir: &str, sink: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "{name}"
+batch_interval = "100ms"
+checkpoint_dir = {dir:?}
+
+[source]
+brokers = "{brokers}"
+topics = ["{topic}"]
+
+[sink]
+url = {url:?}
+{sink}
+"#,
+        name = TestEnv::unique_name("verify"),
+        brokers = env.brokers,
+        topic = topic.name,
+        url = db.url(),
+    )
+}
+
+fn order(id: i64) -> String {
+    format!(
+        r#"{{"id":{id},"name":"n{id}","amount":"{id}.5","placed_at":{},"paid":{},"tags":{{"b":{id},"a":[1,"x"]}},"day":"2024-05-01","ratio":{},"blob":"AAE="}}"#,
+        1_714_557_600_123_i64 + id,
+        id % 2 == 0,
+        // A fraction that no database may round.
+        f64::from(i32::try_from(id).unwrap_or(0)) / 3.0,
+    )
+}
+
+/// Sends `(partition, key, value)` records and waits for every acknowledgement.
+async fn produce(
+    producer: &FutureProducer,
+    topic: &TestTopic,
+    records: &[(i32, String, Option<String>)],
+) -> Result<()> {
+    let mut pending = Vec::new();
+    for (partition, key, value) in records {
+        let mut record = FutureRecord::to(&topic.name)
+            .partition(*partition)
+            .key(key.as_str());
+        if let Some(value) = value {
+            record = record.payload(value.as_str());
+        }
+        pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    for delivery in pending {
+        delivery.await?.map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+fn orders(ids: std::ops::Range<i64>) -> Vec<(i32, String, Option<String>)> {
+    ids.map(|id| {
+        let partition = i32::try_from(id % i64::from(PARTITIONS)).unwrap_or(0);
+        (partition, format!("{{\"id\":{id}}}"), Some(order(id)))
+    })
+    .collect()
+}
+
+/// Runs the pipeline in process for one new batch, which takes everything produced so far.
+async fn run_one_batch(toml: &str) -> Result<()> {
+    let config = PipelineConfig::from_toml_str(toml)?;
+    let summary = weir::runtime::run_pipeline(&config, CancellationToken::new(), Some(1)).await?;
+    ensure!(summary.batches == 1, "{summary:?}");
+    Ok(())
+}
+
+async fn verify(toml: &str) -> Result<Report> {
+    let config = PipelineConfig::from_toml_str(toml)?;
+    Ok(weir::verify::verify(&config, |_| {}).await?)
+}
+
+async fn execute(db: &TestDb, sql: &str) -> Result<()> {
+    let sql = AssertSqlSafe(sql.to_owned());
+    match db {
+        TestDb::Postgres(d) => sqlx::query(sql).execute(&d.pool).await.map(drop)?,
+        TestDb::MySql(d) => sqlx::query(sql).execute(&d.pool).await.map(drop)?,
+        TestDb::Sqlite(_, pool) => sqlx::query(sql).execute(pool).await.map(drop)?,
+    }
+    Ok(())
+}
+
+/// `(missing, duplicated, differing, unexpected)` of every partition, by partition number.
+fn per_partition(report: &Report) -> Vec<(u64, u64, u64, u64)> {
+    report
+        .partitions
+        .iter()
+        .map(|p| (p.missing, p.duplicated, p.differing, p.unexpected))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_append_is_clean_then_reports_each_tampering() -> Result<()> {
+    let env = TestEnv::get().await;
+    for db in every_db().await? {
+        let name = db.name();
+        let topic = env.topic("verify-append", PARTITIONS).await?;
+        let producer = env.producer()?;
+        let dir = tempfile::tempdir()?;
+        let toml = pipeline_toml(
+            env,
+            &topic,
+            &db,
+            &dir.path().display().to_string(),
+            &append_sink(),
+        );
+        // Two batches, so each partition has a chain of two commits.
+        produce(&producer, &topic, &orders(0..150)).await?;
+        run_one_batch(&toml).await?;
+        produce(&producer, &topic, &orders(150..300)).await?;
+        run_one_batch(&toml).await?;
+
+        let clean = verify(&toml).await?;
+        ensure!(clean.is_clean(), "{name}: {clean}");
+        ensure!(
+            clean.records == 300 && clean.table_rows == 300,
+            "{name}: {clean}"
+        );
+        ensure!(
+            clean.commits == 6 && clean.partitions.len() == 3,
+            "{name}: {clean}"
+        );
+
+        // id 5 is in partition 2, id 7 in partition 1, id 9 in partition 0.
+        execute(&db, "DELETE FROM verified WHERE id = 5").await?;
+        execute(
+            &db,
+            "INSERT INTO verified SELECT * FROM verified WHERE id = 7",
+        )
+        .await?;
+        execute(&db, "UPDATE verified SET name = 'changed' WHERE id = 9").await?;
+        let tampered = verify(&toml).await?;
+        ensure!(!tampered.is_clean(), "{name}: {tampered}");
+        ensure!(
+            (
+                tampered.missing,
+                tampered.duplicated,
+                tampered.differing,
+                tampered.unexpected
+            ) == (1, 1, 1, 0),
+            "{name}: {tampered}"
+        );
+        ensure!(
+            per_partition(&tampered) == [(0, 0, 1, 0), (0, 1, 0, 0), (1, 0, 0, 0)],
+            "{name}: {tampered}"
+        );
+        ensure!(
+            tampered
+                .examples
+                .iter()
+                .any(|e| e.starts_with("differs:") && e.contains("name=changed")),
+            "{name}: {tampered}"
+        );
+
+        // Without the first commit of partition 0 its chain starts late, and its 50 rows are
+        // explained by no commit.
+        let first: Vec<(i64,)> = db
+            .fetch("SELECT MIN(batch_time) FROM weir_commits WHERE partition_id = 0")
+            .await?;
+        execute(
+            &db,
+            &format!(
+                "DELETE FROM weir_commits WHERE partition_id = 0 AND batch_time = {}",
+                first[0].0
+            ),
+        )
+        .await?;
+        let broken = verify(&toml).await?;
+        let problems: Vec<(&str, ProblemKind, i64, i64)> = broken
+            .problems
+            .iter()
+            .map(|p| (p.partition.as_str(), p.kind, p.from, p.until))
+            .collect();
+        let p0 = format!("{}/0", topic.name);
+        ensure!(
+            problems == [(p0.as_str(), ProblemKind::WrongStart, 0, 50)],
+            "{name}: {broken}"
+        );
+        ensure!(broken.unexpected == 50, "{name}: {broken}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_upsert_compares_the_last_write_per_key() -> Result<()> {
+    let env = TestEnv::get().await;
+    for db in every_db().await? {
+        let name = db.name();
+        let topic = env.topic("verify-upsert", PARTITIONS).await?;
+        let producer = env.producer()?;
+        let dir = tempfile::tempdir()?;
+        let toml = pipeline_toml(
+            env,
+            &topic,
+            &db,
+            &dir.path().display().to_string(),
+            &upsert_sink(),
+        );
+        let keyed = |id: i64, value: Option<String>| {
+            let partition = i32::try_from(id % i64::from(PARTITIONS)).unwrap_or(0);
+            (partition, format!("{{\"id\":{id}}}"), value)
+        };
+        let first: Vec<_> = (0..30)
+            .map(|id| keyed(id, Some(format!(r#"{{"id":{id},"name":"v1"}}"#))))
+            .collect();
+        produce(&producer, &topic, &first).await?;
+        run_one_batch(&toml).await?;
+        // Rewrites of 0..10 and tombstones of 10..15, partly in the same batch as a write.
+        let mut second: Vec<_> = (0..10)
+            .map(|id| keyed(id, Some(format!(r#"{{"id":{id},"name":"v2"}}"#))))
+            .collect();
+        second.extend((10..15).map(|id| keyed(id, None)));
+        second.push(keyed(40, Some(r#"{"id":40,"name":"v1"}"#.to_owned())));
+        second.push(keyed(40, None));
+        produce(&producer, &topic, &second).await?;
+        run_one_batch(&toml).await?;
+
+        let clean = verify(&toml).await?;
+        ensure!(clean.is_clean(), "{name}: {clean}");
+        ensure!(clean.table_rows == 25, "{name}: {clean}");
+
+        // id 1 (partition 1) rewritten, id 20 (partition 2) lost, id 12 (partition 0) deleted
+        // last but back, id 999 written by nobody.
+        execute(&db, "UPDATE verified SET name = 'v1' WHERE id = 1").await?;
+        execute(&db, "DELETE FROM verified WHERE id = 20").await?;
+        execute(&db, "INSERT INTO verified (id, name) VALUES (12, 'v1')").await?;
+        execute(&db, "INSERT INTO verified (id, name) VALUES (999, 'x')").await?;
+        let tampered = verify(&toml).await?;
+        ensure!(
+            (
+                tampered.missing,
+                tampered.duplicated,
+                tampered.differing,
+                tampered.unexpected
+            ) == (1, 0, 1, 2),
+            "{name}: {tampered}"
+        );
+        ensure!(
+            per_partition(&tampered) == [(0, 0, 0, 1), (0, 0, 1, 0), (1, 0, 0, 0)],
+            "{name}: {tampered}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weir_verify_prints_json_and_exits_non_zero_on_a_difference() -> Result<()> {
+    let env = TestEnv::get().await;
+    let db = every_db()
+        .await?
+        .into_iter()
+        .find(|db| db.name() == "sqlite")
+        .context("no SQLite database")?;
+    let topic = env.topic("verify-cli", PARTITIONS).await?;
+    let dir = tempfile::tempdir()?;
+    let toml = pipeline_toml(
+        env,
+        &topic,
+        &db,
+        &dir.path().join("checkpoint").display().to_string(),
+        &append_sink(),
+    );
+    produce(&env.producer()?, &topic, &orders(0..30)).await?;
+    run_one_batch(&toml).await?;
+    let file = dir.path().join("pipeline.toml");
+    std::fs::write(&file, &toml)?;
+    let weir = |json: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+        command.arg("verify").arg(&file);
+        if json {
+            command.arg("--json");
+        }
+        command.output()
+    };
+
+    let ok = weir(false)?;
+    let text = String::from_utf8_lossy(&ok.stdout);
+    ensure!(ok.status.success(), "{text}");
+    ensure!(text.contains("OK: the table holds exactly"), "{text}");
+
+    execute(&db, "DELETE FROM verified WHERE id < 3").await?;
+    let failed = weir(true)?;
+    ensure!(!failed.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&failed.stdout)?;
+    ensure!(
+        report["missing"] == 3 && report["records"] == 30,
+        "{report}"
+    );
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    ensure!(stderr.contains("3 missing"), "{stderr}");
+    Ok(())
+}
