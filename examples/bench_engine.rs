@@ -74,7 +74,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     match (&args.recover, &args.topic) {
-        (Some(dir), Some(topic)) => runtime.block_on(recover_child(&args, dir, topic, process_start)),
+        (Some(dir), Some(topic)) => {
+            runtime.block_on(recover_child(&args, dir, topic, process_start))
+        }
         _ => runtime.block_on(parent(&args)),
     }
 }
@@ -114,7 +116,9 @@ async fn idle_throughput(args: &Args, topic: &str, events: &Events) -> Result<()
     );
     let count = u64::try_from(processing.len())?;
     let total: Duration = processing.iter().sum();
-    let mean = total.checked_div(u32::try_from(count.max(1))?).unwrap_or_default();
+    let mean = total
+        .checked_div(u32::try_from(count.max(1))?)
+        .unwrap_or_default();
     let max = processing.iter().max().copied().unwrap_or_default();
     println!(
         "empty batch processing time over {count} batches: mean {:.2} ms, max {:.2} ms",
@@ -146,7 +150,10 @@ async fn recovery(args: &Args, topic: &str) -> Result<()> {
         .await??;
         let report = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
-            bail!("the recovering process failed ({}):\n{report}", output.status);
+            bail!(
+                "the recovering process failed ({}):\n{report}",
+                output.status
+            );
         }
         let child: BTreeMap<&str, &str> = report
             .lines()
@@ -181,9 +188,7 @@ async fn recover_child(args: &Args, dir: &Path, topic: &str, process_start: Inst
     let scheduler = scheduler(&args.brokers, topic, dir, Some(1)).await?;
     let run_start = Instant::now();
     let summary: RunSummary = scheduler.run().await?;
-    let planned = events
-        .first_planned()
-        .context("no new batch was planned")?;
+    let planned = events.first_planned().context("no new batch was planned")?;
     println!("replayed={}", summary.replayed);
     println!(
         "first_new_plan_since_main_ms={:.1}",
@@ -239,7 +244,9 @@ async fn scheduler(
     let store = tokio::task::spawn_blocking(move || CheckpointStore::open(dir)).await??;
     let mut source_config = KafkaSourceConfig::new(brokers, vec![topic.to_owned()]);
     if let Ok(contexts) = std::env::var("WEIR_RDKAFKA_DEBUG") {
-        source_config.properties.insert("debug".to_owned(), contexts);
+        source_config
+            .properties
+            .insert("debug".to_owned(), contexts);
     }
     let source = KafkaSource::connect(&source_config, "weir-bench-engine")?;
     let schedule = Schedule {
@@ -368,7 +375,10 @@ fn install_event_recorder() -> Events {
                 .with(
                     tracing_subscriber::fmt::layer()
                         .with_writer(std::io::stderr)
-                        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))),
+                        .with_filter(
+                            EnvFilter::try_from_default_env()
+                                .unwrap_or_else(|_| EnvFilter::new("warn")),
+                        ),
                 );
             if tracing::subscriber::set_global_default(subscriber).is_err() {
                 eprintln!("another tracing subscriber is installed; figures will be missing");
@@ -391,10 +401,7 @@ async fn create_topic(
 ) -> Result<String> {
     let name = format!("{prefix}-{}", std::process::id());
     let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
-    for result in admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await?
-    {
+    for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
         result.map_err(|(topic, code)| anyhow::anyhow!("creating topic {topic}: {code}"))?;
     }
     // The topic's partitions need leaders before the pipeline's first watermarks.
@@ -430,23 +437,20 @@ async fn produce(brokers: &str, topic: &str, partitions: i32, per_partition: i64
         .set("enable.idempotence", "true")
         .set("linger.ms", "10")
         .create()?;
-    let mut pending = Vec::new();
-    for i in 0..per_partition {
-        for partition in 0..partitions {
-            let value = format!("{{\"i\":{i}}}");
+    let records: Vec<(i32, String)> = (0..per_partition)
+        .flat_map(|i| (0..partitions).map(move |p| (p, format!("{{\"i\":{i}}}"))))
+        .collect();
+    // In chunks, so that the producer's queue never overflows.
+    for chunk in records.chunks(10_000) {
+        let deliveries = chunk.iter().map(|(partition, value)| {
             let record = FutureRecord::<(), _>::to(topic)
-                .partition(partition)
-                .payload(&value);
-            pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+                .partition(*partition)
+                .payload(value);
+            producer.send(record, Duration::from_secs(30))
+        });
+        for delivery in futures::future::join_all(deliveries).await {
+            delivery.map_err(|(e, _)| e)?;
         }
-        if pending.len() >= 10_000 {
-            for delivery in pending.drain(..) {
-                delivery.await?.map_err(|(e, _)| e)?;
-            }
-        }
-    }
-    for delivery in pending {
-        delivery.await?.map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(())

@@ -23,7 +23,10 @@
 //!
 //! Peak RSS is the process's `VmHWM`, reset before each path (`/proc/self/clear_refs`), so it is
 //! the path's own peak over what the process held before (the batch being written included).
-//! The PostgreSQL schema, MariaDB database and topic it creates are dropped at the end.
+//! The PostgreSQL schema, MariaDB database and topic it creates are dropped at the end. Set
+//! `WEIR_LOG` (e.g. `info,weir::progress=debug`) to see the pipeline's log.
+// A benchmark measures time; the ban on the clock (clippy.toml) guards the product's outputs.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -93,12 +96,7 @@ impl Order {
             id: i64::try_from(i)?,
             customer: format!("c{}", i % 97),
             amount: format!("{}.{:02}", i % 1000, i % 100),
-            placed_at: format!(
-                "2026-11-{:02}T{:02}:{:02}:00Z",
-                1 + i % 28,
-                i % 24,
-                i % 60
-            ),
+            placed_at: format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, i % 60),
         })
     }
 
@@ -264,10 +262,15 @@ fn records(number: u64, batch: Batch) -> Result<(BatchPlan, Vec<PartitionBatch>)
     Ok((BatchPlan::new(batch_time, ranges), input))
 }
 
-/// weir's sink path as `weir run` drives it: the main job (`TableJob`), one transaction per
-/// partition through `SqlSink`, the partitions in parallel up to the pool size.
-async fn through_sink(args: &Args, sink: SqlSink, pipeline: &str) -> Result<Figure> {
+/// weir's sink path as `weir run` drives it into `table` at `url`: the main job (`TableJob`),
+/// one transaction per partition through `SqlSink`, the partitions in parallel up to the pool
+/// size.
+async fn weir_path(args: &Args, url: &str, table: &str, upsert: bool) -> Result<Figure> {
+    let mut sink = SqlSink::new(sink_config(url, table, upsert)?)?;
+    sink.open().await?;
     let sink = Arc::new(sink);
+    let pipeline = format!("bench-{table}");
+    let pipeline = pipeline.as_str();
     let parallelism = usize::try_from(args.partitions)?;
     let figure = measure(args, records, |(plan, input)| {
         // The job holds no state between batches: one per batch is the same job.
@@ -353,27 +356,31 @@ async fn raw_mysql(args: &Args, pool: &MySqlPool, table: &str) -> Result<Figure>
             .map(|(_, _, orders)| orders.iter().map(TypedOrder::new).collect())
             .collect())
     };
-    measure(args, prepare, |partitions: Vec<Vec<TypedOrder>>| async move {
-        let writes = partitions.into_iter().map(|orders| async move {
-            let mut tx = pool.begin().await?;
-            for chunk in orders.chunks(1_000) {
-                let mut insert = QueryBuilder::new(format!(
-                    "INSERT INTO {table} (id, customer, amount, placed_at) "
-                ));
-                insert.push_values(chunk, |mut row, o| {
-                    row.push_bind(o.id)
-                        .push_bind(o.customer.as_str())
-                        .push_bind(o.amount)
-                        .push_bind(o.placed_at);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            anyhow::Ok(())
-        });
-        try_join_all(writes).await?;
-        Ok(())
-    })
+    measure(
+        args,
+        prepare,
+        |partitions: Vec<Vec<TypedOrder>>| async move {
+            let writes = partitions.into_iter().map(|orders| async move {
+                let mut tx = pool.begin().await?;
+                for chunk in orders.chunks(1_000) {
+                    let mut insert = QueryBuilder::new(format!(
+                        "INSERT INTO {table} (id, customer, amount, placed_at) "
+                    ));
+                    insert.push_values(chunk, |mut row, o| {
+                        row.push_bind(o.id)
+                            .push_bind(o.customer.as_str())
+                            .push_bind(o.amount)
+                            .push_bind(o.placed_at);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                anyhow::Ok(())
+            });
+            try_join_all(writes).await?;
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -496,7 +503,9 @@ type = "timestamptz"
 fn with_database(url: &str, database: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..].find('/').map_or(base.len(), |j| authority + j);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |j| authority + j);
     let mut out = format!("{}/{database}", &base[..path]);
     if !query.is_empty() {
         out.push('?');
@@ -519,6 +528,13 @@ fn row(path: &str, weir: &Figure, raw_path: &str, raw: &Figure) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // `WEIR_LOG=info,weir::progress=debug` shows the pipeline's batches during the end-to-end run.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if args.batch == 0 || args.partitions == 0 {
         bail!("--batch and --partitions must be positive");
     }
@@ -548,7 +564,11 @@ async fn main() -> Result<()> {
 }
 
 async fn run(args: &Args, name: &str, pg_admin: &PgPool) -> Result<()> {
-    let separator = if args.postgres.contains('?') { '&' } else { '?' };
+    let separator = if args.postgres.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     let pg_url = format!("{}{separator}options[search_path]={name}", args.postgres);
     let my_url = with_database(&args.mysql, name);
     let pg = sqlx::postgres::PgPoolOptions::new()
@@ -570,9 +590,7 @@ async fn run(args: &Args, name: &str, pg_admin: &PgPool) -> Result<()> {
     );
 
     if args.runs("pg-append") {
-        let mut sink = SqlSink::new(sink_config(&pg_url, "weir_append", false)?)?;
-        sink.open().await?;
-        let weir = through_sink(args, sink, "bench-append").await?;
+        let weir = weir_path(args, &pg_url, "weir_append", false).await?;
         sqlx::query("CREATE TABLE raw_append (LIKE weir_append INCLUDING ALL)")
             .execute(&pg)
             .await?;
@@ -580,19 +598,20 @@ async fn run(args: &Args, name: &str, pg_admin: &PgPool) -> Result<()> {
         row("PostgreSQL append", &weir, "COPY", &raw);
     }
     if args.runs("pg-upsert") {
-        let mut sink = SqlSink::new(sink_config(&pg_url, "weir_upsert", true)?)?;
-        sink.open().await?;
-        let weir = through_sink(args, sink, "bench-upsert").await?;
+        let weir = weir_path(args, &pg_url, "weir_upsert", true).await?;
         sqlx::query("CREATE TABLE raw_upsert (LIKE weir_upsert INCLUDING ALL)")
             .execute(&pg)
             .await?;
         let raw = raw_postgres(args, &pg, "raw_upsert", true).await?;
-        row("PostgreSQL upsert", &weir, "COPY -> temp -> ON CONFLICT", &raw);
+        row(
+            "PostgreSQL upsert",
+            &weir,
+            "COPY -> temp -> ON CONFLICT",
+            &raw,
+        );
     }
     if args.runs("mysql") {
-        let mut sink = SqlSink::new(sink_config(&my_url, "weir_append", false)?)?;
-        sink.open().await?;
-        let weir = through_sink(args, sink, "bench-append").await?;
+        let weir = weir_path(args, &my_url, "weir_append", false).await?;
         sqlx::query("CREATE TABLE raw_append LIKE weir_append")
             .execute(&my)
             .await?;

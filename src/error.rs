@@ -258,17 +258,24 @@ pub(crate) fn database_is_retryable(error: &sqlx::Error) -> bool {
         | sqlx::Error::Protocol(_)
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => {
+            // MySQL reports most server errors under the catch-all SQLSTATE HY000: its own error
+            // number says what happened. 1205 lock wait timeout, 1213 deadlock, 1927 connection
+            // killed, 2006/2013 server gone, 1053 server shutdown.
+            if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                && matches!(mysql.number(), 1053 | 1205 | 1213 | 1927 | 2006 | 2013)
+            {
+                return true;
+            }
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
             // PostgreSQL SQLSTATE classes 08 (connection), 40 (transaction rollback: deadlock,
             // serialization), 53 (insufficient resources), 57P0x (admin shutdown / crash);
-            // MySQL 1205 (lock wait timeout), 1213 (deadlock), 2006/2013 (server gone);
             // SQLite 5/6 (busy/locked).
             code.starts_with("08")
                 || code.starts_with("40")
                 || code.starts_with("53")
                 || code.starts_with("57P")
-                || matches!(code, "1205" | "1213" | "2006" | "2013" | "5" | "6")
+                || matches!(code, "5" | "6")
         }
         _ => false,
     }

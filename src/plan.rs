@@ -160,6 +160,34 @@ impl BatchPlan {
             .collect()
     }
 
+    /// What a write of `range`'s records covers: the range, and the gap recorded before it under
+    /// `on_data_loss = "skip"` (the sink's contiguity check must see the gap as covered), sorted.
+    pub fn covered_by(&self, range: &OffsetRange) -> Vec<OffsetRange> {
+        let mut covered: Vec<OffsetRange> = self
+            .lost
+            .iter()
+            .filter(|lost| lost.tp == range.tp && !lost.is_empty())
+            .cloned()
+            .collect();
+        covered.push(range.clone());
+        covered.sort();
+        covered
+    }
+
+    /// Every range the batch covers, recorded gaps included, sorted: what a write of output
+    /// partitions fed by every Kafka partition (a keyed shuffle) covers.
+    pub fn covered(&self) -> Vec<OffsetRange> {
+        let mut covered: Vec<OffsetRange> = self
+            .lost
+            .iter()
+            .filter(|lost| !lost.is_empty())
+            .chain(&self.ranges)
+            .cloned()
+            .collect();
+        covered.sort();
+        covered
+    }
+
     /// Checks invariant 1 between this plan and the one after it: every partition of `next` that
     /// this plan also covers starts exactly where this plan ended, and time moves forward.
     ///

@@ -3,8 +3,8 @@
 //! records per second, rows written and the total lag. Log lines are printed above it.
 //!
 //! The numbers come from the pipeline's progress events (tracing target `weir::progress`, see
-//! `weir::runtime::run_pipeline`); the per-batch "Batch done." log lines, which say the same,
-//! are left out on a terminal.
+//! `weir::runtime::run_pipeline`); the per-batch INFO log lines ("Planned batch.", "Batch
+//! done."), which say the same at more length, are left out on a terminal.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -195,8 +195,9 @@ impl<S: Subscriber> Layer<S> for StatusLayer {
     }
 }
 
-/// A filter for the log layer on a terminal: leaves out the per-batch "Batch done." lines,
-/// which the status line replaces.
+/// A filter for the log layer on a terminal: leaves out the per-batch progress lines (INFO
+/// events that carry a `batch_time`, such as "Planned batch." and "Batch done."), which the
+/// status line replaces. Warnings and errors always pass.
 pub struct WithoutBatchLines;
 
 impl<S> Filter<S> for WithoutBatchLines {
@@ -205,9 +206,12 @@ impl<S> Filter<S> for WithoutBatchLines {
     }
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
+        if *event.metadata().level() < tracing::Level::INFO {
+            return true;
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
-        fields.message.as_deref() != Some("Batch done.")
+        fields.batch_time.is_none()
     }
 }
 
@@ -215,6 +219,7 @@ impl<S> Filter<S> for WithoutBatchLines {
 #[derive(Debug, Default)]
 struct Fields {
     message: Option<String>,
+    /// Epoch ms; `Some(0)` when the field is there but not a number.
     batch_time: Option<i64>,
     records: Option<u64>,
     rows: Option<u64>,
@@ -223,8 +228,10 @@ struct Fields {
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message = Some(value.to_owned());
+        match field.name() {
+            "message" => self.message = Some(value.to_owned()),
+            "batch_time" => self.batch_time = Some(value.parse().unwrap_or_default()),
+            _ => {}
         }
     }
 
@@ -237,7 +244,7 @@ impl Visit for Fields {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         match field.name() {
-            "batch_time" => self.batch_time = i64::try_from(value).ok(),
+            "batch_time" => self.batch_time = Some(i64::try_from(value).unwrap_or_default()),
             "records" => self.records = Some(value),
             "rows" => self.rows = Some(value),
             "total_lag" => self.total_lag = Some(value),
@@ -246,8 +253,12 @@ impl Visit for Fields {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.message = Some(format!("{value:?}"));
+        match field.name() {
+            "message" => self.message = Some(format!("{value:?}")),
+            "batch_time" => {
+                self.batch_time = Some(format!("{value:?}").parse().unwrap_or_default());
+            }
+            _ => {}
         }
     }
 }
@@ -271,7 +282,7 @@ mod tests {
         state.render();
         assert_eq!(
             state.line,
-            "batch 00:00:01.400 UTC | 4,000 records/s | 899 rows written | lag 1,234,567"
+            "batch 00:00:01.400 UTC | 2,000 records/s | 899 rows written | lag 1,234,567"
         );
         // Batches older than the window leave it.
         state.batch(10_000, 0, 0);

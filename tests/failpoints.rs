@@ -204,9 +204,12 @@ async fn failpoints_a_crash_mid_transaction_commits_nothing() -> Result<()> {
 
             // A new process: the uncommitted commit row holds nothing up, and the write lands once.
             let restarted = sink(&db, &table, 3).await?;
-            let replay = tokio::time::timeout(Duration::from_secs(60), write(&restarted, &pipeline))
-                .await
-                .with_context(|| format!("{what}: the replay waited on the crashed transaction"))??;
+            let replay =
+                tokio::time::timeout(Duration::from_secs(60), write(&restarted, &pipeline))
+                    .await
+                    .with_context(|| {
+                        format!("{what}: the replay waited on the crashed transaction")
+                    })??;
             ensure!(replay == committed(25, 0, 0), "{what}: {replay:?}");
             ensure!(
                 landed(&db, &table, &pipeline).await? == (RECORDS, RECORDS, 1),

@@ -37,6 +37,10 @@ impl Chain {
     /// discovered); a range may also start after the position when the plan records the
     /// skipped offsets as lost (`on_data_loss = "skip"`, invariant 6).
     pub fn check(&self, plan: &BatchPlan) -> Result<(), ContiguityViolation> {
+        // MUTANT (scripts/chaos --mutant no-contiguity): every plan may come next.
+        if cfg!(feature = "mutant-no-contiguity") {
+            return Ok(());
+        }
         let violation = |detail: String| ContiguityViolation {
             previous: self.last,
             next: plan.batch_time,

@@ -12,7 +12,7 @@ use tracing::{Instrument, Span};
 
 use crate::checkpoint::OperatorState;
 use crate::error::{Error, Result};
-use crate::plan::{BatchPlan, OffsetRange, TopicPartition};
+use crate::plan::{BatchPlan, TopicPartition};
 use crate::sink::{CommitKey, Sink, WriteOutcome, source_partition_id};
 use crate::source::PartitionBatch;
 
@@ -135,21 +135,6 @@ impl<S: Sink + 'static> TableJob<S> {
     }
 }
 
-/// The ranges one partition's write covers: the read range, after the offsets the plan skipped
-/// as lost before it (`on_data_loss = "skip"`), so that the sink's offsets stay contiguous and
-/// the commit row records the gap.
-fn write_ranges(plan: &BatchPlan, range: &OffsetRange) -> Vec<OffsetRange> {
-    let mut ranges: Vec<OffsetRange> = plan
-        .lost
-        .iter()
-        .filter(|lost| lost.tp == range.tp && !lost.is_empty())
-        .cloned()
-        .collect();
-    ranges.push(range.clone());
-    ranges.sort();
-    ranges
-}
-
 impl<S: Sink + 'static> BatchJob for TableJob<S> {
     async fn run_batch(
         &mut self,
@@ -160,7 +145,7 @@ impl<S: Sink + 'static> BatchJob for TableJob<S> {
         let records: u64 = input.iter().map(|b| b.records.len() as u64).sum();
         let writes = input
             .into_iter()
-            .map(|batch| (write_ranges(plan, &batch.range), batch))
+            .map(|batch| (plan.covered_by(&batch.range), batch))
             // Nothing read and nothing lost moves no offset: no transaction needed.
             .filter(|(ranges, _)| ranges.iter().any(|r| !r.is_empty()))
             .map(|(ranges, batch)| {
@@ -201,17 +186,18 @@ impl<S: Sink + 'static> BatchJob for TableJob<S> {
 mod tests {
     use super::*;
     use crate::plan::BatchTime;
+    use crate::plan::OffsetRange;
 
     #[test]
     fn a_recorded_loss_is_part_of_the_write() {
         let tp = TopicPartition::new("t", 0);
         let read = OffsetRange::new(tp.clone(), 50, 60);
         let mut plan = BatchPlan::new(BatchTime::from_millis(1), vec![read.clone()]);
-        assert_eq!(write_ranges(&plan, &read), vec![read.clone()]);
+        assert_eq!(plan.covered_by(&read), vec![read.clone()]);
         let lost = OffsetRange::new(tp, 10, 50);
         plan.lost.push(lost.clone());
         plan.lost
             .push(OffsetRange::new(TopicPartition::new("t", 1), 0, 5));
-        assert_eq!(write_ranges(&plan, &read), vec![lost, read]);
+        assert_eq!(plan.covered_by(&read), vec![lost, read]);
     }
 }

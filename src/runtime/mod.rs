@@ -5,10 +5,13 @@
 //! to everything else (invariant 3).
 #![allow(clippy::disallowed_methods)]
 
+mod blocking;
 mod job;
 mod pipeline;
 mod scheduler;
 pub mod shutdown;
+
+pub(crate) use blocking::run_blocking;
 
 pub use job::{BatchJob, BatchOutcome, TableJob};
 pub use pipeline::{pipeline_identity, run_pipeline};

@@ -13,8 +13,9 @@ use super::job::{PROGRESS_TARGET, Positions, TableJob};
 use super::scheduler::{RunSummary, Schedule, Scheduler};
 use crate::checkpoint::{CheckpointStore, PipelineIdentity};
 use crate::config::PipelineConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rate::RateController;
+use crate::runtime::run_blocking;
 use crate::sink::{Sink, SqlSink};
 use crate::source::{KafkaSource, Planner};
 
@@ -54,12 +55,10 @@ pub async fn run_pipeline(
 ) -> Result<RunSummary> {
     let section = &config.pipeline;
     let dir = section.checkpoint_dir.clone();
-    let store = tokio::task::spawn_blocking(move || CheckpointStore::open(&dir))
-        .await
-        .map_err(|e| Error::TaskFailed {
-            what: "opening the checkpoint".to_owned(),
-            message: e.to_string(),
-        })??;
+    let store = run_blocking("opening the checkpoint", move || {
+        CheckpointStore::open(&dir)
+    })
+    .await?;
 
     let mut sink = SqlSink::connect(&config.sink).await?;
     sink.open().await?;

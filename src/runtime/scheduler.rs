@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, debug_span, field, info, info_span, warn};
 
+use super::blocking::run_blocking;
 use super::job::{BatchJob, BatchOutcome};
 use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
 use crate::error::{Error, Result};
@@ -187,7 +188,10 @@ impl<J: BatchJob> Scheduler<J> {
     async fn recover(&mut self, summary: &mut RunSummary) -> Result<(BatchTime, BatchTime)> {
         let store = Arc::clone(&self.store);
         let identity = self.schedule.identity.clone();
-        let recovery = blocking(move || lock(&store)?.recover(&identity)).await?;
+        let recovery = run_blocking("recovering the checkpoint", move || {
+            lock(&store)?.recover(&identity)
+        })
+        .await?;
         match recovery {
             Recovery::Fresh => {
                 let partitions = self.source.discover().await?;
@@ -247,7 +251,7 @@ impl<J: BatchJob> Scheduler<J> {
     async fn log_plan(&self, plan: &BatchPlan) -> Result<()> {
         let store = Arc::clone(&self.store);
         let record = plan.clone();
-        blocking(move || lock(&store)?.append_plan(&record)).await?;
+        run_blocking("logging a plan", move || lock(&store)?.append_plan(&record)).await?;
         if is_idle(plan) {
             debug!(message = "Planned batch.", batch_time = %plan.batch_time);
         } else {
@@ -266,7 +270,10 @@ impl<J: BatchJob> Scheduler<J> {
             identity: self.schedule.identity.clone(),
         };
         let store = Arc::clone(&self.store);
-        blocking(move || lock(&store)?.write_snapshot(&snapshot)).await
+        run_blocking("writing a snapshot", move || {
+            lock(&store)?.write_snapshot(&snapshot)
+        })
+        .await
     }
 
     /// Sleeps until the wall clock reaches `t`; false when shutdown came first.
@@ -386,15 +393,6 @@ fn lock(store: &Mutex<CheckpointStore>) -> Result<std::sync::MutexGuard<'_, Chec
     })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::TaskFailed {
-            what: "a checkpoint operation".to_owned(),
-            message: e.to_string(),
-        })?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,10 +422,19 @@ mod tests {
     fn only_batches_without_offsets_are_idle() {
         let tp = TopicPartition::new("t", 0);
         let at = BatchTime::from_millis(100);
-        assert!(is_idle(&BatchPlan::new(at, vec![OffsetRange::new(tp.clone(), 7, 7)])));
-        assert!(!is_idle(&BatchPlan::new(at, vec![OffsetRange::new(tp.clone(), 7, 8)])));
+        assert!(is_idle(&BatchPlan::new(
+            at,
+            vec![OffsetRange::new(tp.clone(), 7, 7)]
+        )));
+        assert!(!is_idle(&BatchPlan::new(
+            at,
+            vec![OffsetRange::new(tp.clone(), 7, 8)]
+        )));
         let mut skipped = BatchPlan::new(at, vec![OffsetRange::new(tp.clone(), 9, 9)]);
         skipped.lost = vec![OffsetRange::new(tp, 7, 9)];
-        assert!(!is_idle(&skipped), "a recorded gap is worth a line at info level");
+        assert!(
+            !is_idle(&skipped),
+            "a recorded gap is worth a line at info level"
+        );
     }
 }

@@ -210,7 +210,8 @@ mod tests {
 
     #[test]
     fn escaped_and_repeated_keys_are_found() {
-        let doc = Document::parse(r#" {"a\u0062": 1, "k": 2, "k": 3, "n": {"x\"y": [4]}}"#).unwrap();
+        let doc =
+            Document::parse(r#" {"a\u0062": 1, "k": 2, "k": 3, "n": {"x\"y": [4]}}"#).unwrap();
         assert_eq!(at(&doc, "/ab"), Some(Leaf::Number("1")));
         assert_eq!(at(&doc, "/k"), Some(Leaf::Number("3")));
         assert_eq!(at(&doc, "/n/x\"y/0"), Some(Leaf::Number("4")));

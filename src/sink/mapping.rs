@@ -177,6 +177,9 @@ impl RowMapper {
     /// Maps every record of `input`, in order.
     pub(crate) fn map<'a>(&self, input: &'a [PartitionBatch]) -> Mapped<'a> {
         let mut mapped = Mapped::default();
+        mapped
+            .ops
+            .reserve(input.iter().map(|batch| batch.records.len()).sum());
         let mut by_key: HashMap<Vec<u8>, usize> = HashMap::new();
         for batch in input {
             for record in &batch.records {
@@ -595,69 +598,5 @@ mod tests {
                 .to_string()
                 .contains("sink.columns[0].default")
         );
-    }
-}
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-    use crate::plan::OffsetRange;
-
-    #[test]
-    #[ignore = "a measurement: cargo test --release --lib speed -- --ignored --nocapture"]
-    fn mapping_and_copy_text_per_record() {
-        let config: SqlSinkConfig = toml::from_str(
-            r#"url = "postgres://x/y"
-table = "t"
-[[columns]]
-name = "id"
-type = "bigint"
-[[columns]]
-name = "customer"
-type = "text"
-[[columns]]
-name = "amount"
-type = "numeric(12,2)"
-[[columns]]
-name = "placed_at"
-type = "timestamptz"
-"#,
-        )
-        .unwrap();
-        let mapper = RowMapper::new(&config, Dialect::Postgres).unwrap();
-        let records: Vec<Record> = (0..200_000u64)
-            .map(|i| Record {
-                offset: i64::try_from(i).unwrap(),
-                timestamp: Some(1),
-                key: Some(format!("order-{i}").into_bytes()),
-                value: Some(
-                    serde_json::json!({"id": i, "customer": format!("c{}", i % 97), "amount": format!("{}.{:02}", i % 1000, i % 100), "placed_at": format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, i % 60)})
-                        .to_string()
-                        .into_bytes(),
-                ),
-                headers: vec![],
-            })
-            .collect();
-        let input = [PartitionBatch {
-            range: OffsetRange::new(TopicPartition::new("t", 0), 0, 200_000),
-            records,
-        }];
-        for _ in 0..3 {
-            let started = std::time::Instant::now();
-            let mapped = mapper.map(&input);
-            let mapping = started.elapsed();
-            let mut data = Vec::new();
-            for (op, _) in &mapped.ops {
-                if let Op::Write(row) = op {
-                    crate::sink::copy_text::write_row(&mut data, row);
-                }
-            }
-            let total = started.elapsed();
-            eprintln!(
-                "map {:?}/record, copy text {:?}/record",
-                mapping / 200_000,
-                (total - mapping) / 200_000
-            );
-        }
     }
 }

@@ -4,10 +4,10 @@
 //! A range `[from, until)` is finished when the partition's position reaches `until`, not when
 //! a record at `until - 1` arrives: compaction, transaction markers and aborted records
 //! (`read_committed`) leave offsets without records. A partition that holds its range goes on
-//! reading ahead until it also holds as many records as its current range has offsets, then it
-//! is paused: memory stays bounded by the caps (plus librdkafka's own queue,
-//! `queued.max.messages.kbytes`), and a backlog is read without a pause and resume per batch.
-//! A paused partition is resumed when a plan needs it.
+//! reading ahead until it also holds as many records as its current range has offsets (and at
+//! least 64 KiB), then it is paused: memory stays bounded by the caps (plus librdkafka's own
+//! queue, `queued.max.messages.kbytes`), and a backlog is read without a pause and a resume per
+//! batch. A partition with nothing planned is paused; it is resumed when a plan needs it.
 //!
 //! All partitions are read from the consumer's one queue by a dispatcher rather than through
 //! split per-partition queues: a record fetched between `assign` and the split would land on the
@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
@@ -31,6 +31,7 @@ use super::planner::Watermarks;
 use super::record::{PartitionBatch, Record};
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, TopicPartition};
+use crate::runtime::run_blocking;
 
 /// How long one metadata or offsets request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +39,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_CHECK: Duration = Duration::from_millis(10);
 /// A partition that has not reached its `until` after this long is reported (and waited for).
 const SLOW_WARNING: Duration = Duration::from_secs(10);
+/// The least a partition with a backlog reads ahead (see [`PartitionState::wants_more`]), so
+/// that small ranges of small records do not pause and resume it at every batch.
+const MIN_READ_AHEAD_BYTES: usize = 64 << 10;
 /// librdkafka's `fetch.wait.max.ms` unless the user sets it (librdkafka's default is 500).
 const FETCH_WAIT_MAX_MS: &str = "20";
 
@@ -48,12 +52,61 @@ struct PartitionState {
     /// redelivery and is dropped.
     received: i64,
     /// Records received beyond the current range, kept for the next one.
-    ahead: VecDeque<Record>,
+    ahead: Ahead,
     /// True while consumption of the partition is paused.
     paused: bool,
     /// How many records beyond its range the partition may hold before it is paused: the length
     /// of its latest range.
     read_ahead: usize,
+}
+
+impl PartitionState {
+    /// True while the partition should go on reading beyond its range: it holds fewer records
+    /// than its latest range had offsets, or less than [`MIN_READ_AHEAD_BYTES`]. A partition
+    /// whose latest range was empty is idle and reads nothing ahead.
+    fn wants_more(&self) -> bool {
+        self.read_ahead > 0
+            && (self.ahead.records.len() < self.read_ahead
+                || self.ahead.bytes < MIN_READ_AHEAD_BYTES)
+    }
+}
+
+/// Records received beyond the current range, with their approximate size in memory.
+#[derive(Debug, Default)]
+struct Ahead {
+    records: VecDeque<Record>,
+    bytes: usize,
+}
+
+impl Ahead {
+    fn push(&mut self, record: Record) {
+        self.bytes += record_bytes(&record);
+        self.records.push_back(record);
+    }
+
+    fn pop(&mut self) -> Option<Record> {
+        let record = self.records.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(record_bytes(&record));
+        Some(record)
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+    }
+}
+
+/// About the memory a record takes: its bytes and a fixed overhead.
+fn record_bytes(record: &Record) -> usize {
+    const OVERHEAD: usize = 64;
+    OVERHEAD
+        + record.key.as_ref().map_or(0, Vec::len)
+        + record.value.as_ref().map_or(0, Vec::len)
+        + record
+            .headers
+            .iter()
+            .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
+            .sum::<usize>()
 }
 
 /// The direct Kafka source.
@@ -107,7 +160,7 @@ impl KafkaSource {
     pub async fn discover(&self) -> Result<BTreeSet<TopicPartition>> {
         let consumer = Arc::clone(&self.consumer);
         let topics = self.config.topics.clone();
-        blocking(move || {
+        run_blocking("a Kafka request", move || {
             let mut found = BTreeSet::new();
             for topic in &topics {
                 let metadata = consumer
@@ -147,7 +200,7 @@ impl KafkaSource {
     ) -> Result<BTreeMap<TopicPartition, Watermarks>> {
         let consumer = Arc::clone(&self.consumer);
         let partitions = partitions.clone();
-        blocking(move || {
+        run_blocking("a Kafka request", move || {
             partitions
                 .into_iter()
                 .map(|tp| {
@@ -206,7 +259,7 @@ impl KafkaSource {
     ) -> Result<BTreeMap<TopicPartition, i64>> {
         let consumer = Arc::clone(&self.consumer);
         let list = partition_list(partitions.iter().map(|tp| (tp, Offset::Invalid)))?;
-        blocking(move || {
+        run_blocking("a Kafka request", move || {
             let committed = consumer
                 .committed_offsets(list, REQUEST_TIMEOUT)
                 .map_err(|e| Error::kafka("reading the consumer group's committed offsets", e))?;
@@ -226,18 +279,13 @@ impl KafkaSource {
     /// pauses them all until a plan needs them.
     pub fn assign(&mut self, positions: &BTreeMap<TopicPartition, i64>) -> Result<()> {
         let list = partition_list(positions.iter().map(|(tp, &o)| (tp, Offset::Offset(o))))?;
-        self.consumer
-            .assign(&list)
-            .map_err(|e| Error::kafka("assigning partitions", e))?;
-        self.consumer
-            .pause(&list)
-            .map_err(|e| Error::kafka("pausing partitions", e))?;
+        self.assign_paused(&list)?;
         self.partitions = positions
             .iter()
             .map(|(tp, &position)| {
                 let state = PartitionState {
                     received: position,
-                    ahead: VecDeque::new(),
+                    ahead: Ahead::default(),
                     paused: true,
                     read_ahead: 0,
                 };
@@ -283,21 +331,21 @@ impl KafkaSource {
                 records: Vec::new(),
             };
             // Records received ahead during earlier fetches come first.
-            while let Some(record) = state.ahead.front() {
+            while let Some(record) = state.ahead.records.front() {
                 if record.offset < range.from {
-                    state.ahead.pop_front();
+                    state.ahead.pop();
                 } else if record.offset < range.until {
-                    batch.records.extend(state.ahead.pop_front());
+                    batch.records.extend(state.ahead.pop());
                 } else {
                     break;
                 }
             }
-            let reached = !state.ahead.is_empty() || state.received >= range.until;
+            let reached = !state.ahead.records.is_empty() || state.received >= range.until;
             state.read_ahead = usize::try_from(range.len()).unwrap_or(usize::MAX);
             if range.is_empty() || reached {
                 done.insert(range.tp.clone(), batch);
                 // Read the next range while this batch runs, or stop reading an idle partition.
-                let wanted = state.ahead.len() < state.read_ahead;
+                let wanted = state.wants_more();
                 if wanted && state.paused {
                     resume.push(range.tp.clone());
                     state.paused = false;
@@ -336,7 +384,9 @@ impl KafkaSource {
                 Ok(Err(e)) => {
                     if matches!(
                         e.rdkafka_error_code(),
-                        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+                        Some(
+                            RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+                        )
                     ) {
                         return Err(self.lost_while_reading(&open, e).await);
                     }
@@ -385,7 +435,8 @@ impl KafkaSource {
         let mut query = TopicPartitionList::new();
         for element in resumed.elements() {
             // The list holds valid partitions, so adding them again cannot fail.
-            let _ = query.add_partition_offset(element.topic(), element.partition(), Offset::Offset(0));
+            let _ =
+                query.add_partition_offset(element.topic(), element.partition(), Offset::Offset(0));
         }
         // Detached: the batch does not wait for the answer.
         drop(tokio::task::spawn_blocking(move || {
@@ -448,16 +499,21 @@ impl KafkaSource {
                 .iter()
                 .map(|(tp, state)| (tp, Offset::Offset(state.received))),
         )?;
-        self.consumer
-            .assign(&list)
-            .map_err(|e| Error::kafka("assigning partitions after skipping lost offsets", e))?;
-        self.consumer
-            .pause(&list)
-            .map_err(|e| Error::kafka("pausing partitions", e))?;
+        self.assign_paused(&list)?;
         for state in self.partitions.values_mut() {
             state.paused = true;
         }
         Ok(())
+    }
+
+    /// Replaces the consumer's assignment with `list`, every partition paused.
+    fn assign_paused(&self, list: &TopicPartitionList) -> Result<()> {
+        self.consumer
+            .assign(list)
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+        self.consumer
+            .pause(list)
+            .map_err(|e| Error::kafka("pausing partitions", e))
     }
 
     fn dispatch(
@@ -485,11 +541,11 @@ impl KafkaSource {
                 }
             }
             Some(_) => {
-                state.ahead.push_back(record);
+                state.ahead.push(record);
                 self.finish(&tp, open, done)?;
             }
             None => {
-                state.ahead.push_back(record);
+                state.ahead.push(record);
                 self.pause_when_full(&tp)?;
             }
         }
@@ -498,6 +554,15 @@ impl KafkaSource {
 
     /// Finishes partitions whose position passed `until` without a record to show it: the range
     /// ended in a gap (transaction marker, aborted records, compaction).
+    ///
+    /// A trailing transaction marker does move the position, confirmed on Kafka 4.1 with
+    /// librdkafka 2.12 (`tests/it/engine_txn.rs`): librdkafka queues every commit or abort
+    /// marker as a control message that the application never sees, and serving it from the
+    /// queue sets the partition's application position to the marker's offset + 1
+    /// (`rd_kafka_op_handle_std` → `rd_kafka_fetch_op_app_prepare`). Records of aborted
+    /// transactions are dropped before they are queued, but their abort marker follows them,
+    /// so a range ending in aborted records finishes too. The marker is served by the same
+    /// `recv` that waits for records, so it is seen at the next idle check.
     fn finish_by_position(
         &mut self,
         open: &mut BTreeMap<TopicPartition, PartitionBatch>,
@@ -541,7 +606,7 @@ impl KafkaSource {
     fn pause_when_full(&mut self, tp: &TopicPartition) -> Result<()> {
         if let Some(state) = self.partitions.get_mut(tp)
             && !state.paused
-            && state.ahead.len() >= state.read_ahead
+            && !state.wants_more()
         {
             let list = partition_list([(tp, Offset::Invalid)])?;
             self.consumer
@@ -590,14 +655,4 @@ fn partition_list<'a>(
             .map_err(|e| Error::kafka(format!("listing {tp}"), e))?;
     }
     Ok(list)
-}
-
-/// Runs a blocking librdkafka call off the async runtime's threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::TaskFailed {
-            what: "a Kafka request".to_owned(),
-            message: e.to_string(),
-        })?
 }

@@ -15,6 +15,7 @@ use crate::config::{MIN_BATCH_INTERVAL, duration};
 use crate::error::{Error, Result};
 use crate::plan::interval_millis;
 use crate::rate::RateController;
+use crate::runtime::run_blocking;
 use crate::runtime::{RunSummary, Schedule, Scheduler};
 use crate::sink::Sink;
 use crate::source::{KafkaSource, KafkaSourceConfig, Planner};
@@ -258,12 +259,10 @@ impl StreamingContext {
         let identity = identity(&config, &graph);
 
         let store_dir = dir.clone();
-        let store = tokio::task::spawn_blocking(move || CheckpointStore::open(&store_dir))
-            .await
-            .map_err(|e| Error::TaskFailed {
-                what: "opening the checkpoint".to_owned(),
-                message: e.to_string(),
-            })??;
+        let store = run_blocking("opening the checkpoint", move || {
+            CheckpointStore::open(&store_dir)
+        })
+        .await?;
         let mut sinks = Vec::new();
         for stream_sink in std::mem::take(&mut graph.sinks) {
             let mut sink = stream_sink.sink;

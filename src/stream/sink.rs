@@ -18,7 +18,7 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::plan::{BatchPlan, OffsetRange, TopicPartition};
+use crate::plan::{OffsetRange, TopicPartition};
 use crate::sink::{CommitKey, SqlSink, SqlSinkConfig, source_partition_id};
 use crate::source::{PartitionBatch, Record};
 
@@ -141,33 +141,6 @@ struct SinkNode<T> {
     _items: std::marker::PhantomData<fn() -> T>,
 }
 
-/// The ranges of `tp`'s write: the read range, after the offsets the plan skipped as lost before
-/// it (`on_data_loss = "skip"`), so that the commit row records the gap.
-fn source_ranges(plan: &BatchPlan, range: &OffsetRange) -> Vec<OffsetRange> {
-    let mut ranges: Vec<OffsetRange> = plan
-        .lost
-        .iter()
-        .filter(|lost| lost.tp == range.tp && !lost.is_empty())
-        .cloned()
-        .collect();
-    ranges.push(range.clone());
-    ranges.sort();
-    ranges
-}
-
-/// Every range of the plan, lost ones included.
-fn all_ranges(plan: &BatchPlan) -> Vec<OffsetRange> {
-    let mut ranges: Vec<OffsetRange> = plan
-        .lost
-        .iter()
-        .filter(|lost| !lost.is_empty())
-        .chain(&plan.ranges)
-        .cloned()
-        .collect();
-    ranges.sort();
-    ranges
-}
-
 impl<T: Data + Serialize> SinkNode<T> {
     fn write(
         &self,
@@ -226,7 +199,7 @@ impl<T: Data + Serialize> Node for SinkNode<T> {
                         range.tp.partition,
                     );
                     let id = source_partition_id(&self.topics, &range.tp);
-                    let ranges = source_ranges(step.input.plan, range);
+                    let ranges = step.input.plan.covered_by(range);
                     step.writes
                         .extend(self.write(step.input, id, row_partition, ranges, items)?);
                 }
@@ -236,7 +209,7 @@ impl<T: Data + Serialize> Node for SinkNode<T> {
                     let items = batch.remove(&PartitionId::Keyed(p)).unwrap_or_default();
                     let row_partition =
                         TopicPartition::new(self.label.clone(), i32::try_from(p).unwrap_or(-1));
-                    let ranges = all_ranges(step.input.plan);
+                    let ranges = step.input.plan.covered();
                     step.writes.extend(self.write(
                         step.input,
                         i64::from(p),
@@ -255,6 +228,7 @@ impl<T: Data + Serialize> Node for SinkNode<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::BatchPlan;
     use crate::plan::BatchTime;
 
     #[test]
@@ -266,11 +240,11 @@ mod tests {
             vec![OffsetRange::new(a.clone(), 5, 9), OffsetRange::new(b, 3, 3)],
         );
         plan.lost.push(OffsetRange::new(a.clone(), 2, 5));
-        let all = all_ranges(&plan);
+        let all = plan.covered();
         assert_eq!(all.len(), 3);
         assert_eq!(all[0], OffsetRange::new(a.clone(), 2, 5));
         assert_eq!(
-            source_ranges(&plan, &plan.ranges[0]),
+            plan.covered_by(&plan.ranges[0]),
             vec![OffsetRange::new(a.clone(), 2, 5), OffsetRange::new(a, 5, 9)]
         );
     }

@@ -126,57 +126,16 @@ pub async fn verify(
     let names: Vec<String> = columns.iter().map(|(name, _)| name.clone()).collect();
     let upsert = sink.mode == WriteMode::Upsert;
     let partitions: Vec<TopicPartition> = spans.keys().cloned().collect();
-    let mut expected = Expected::new(upsert, mapper.key().to_vec());
-    let mut tallies = vec![report::Tally::default(); partitions.len()];
-    for commit in &commits {
-        let input: Vec<PartitionBatch> = commit
-            .ranges
-            .iter()
-            .map(|range| PartitionBatch {
-                range: range.clone(),
-                records: records.within(range),
-            })
-            .collect();
-        let mapped = mapper.map(&input);
-        let Some(home) = commit
-            .ranges
-            .first()
-            .and_then(|r| partitions.iter().position(|tp| *tp == r.tp))
-        else {
-            continue;
-        };
-        let tally = &mut tallies[home];
-        tally.commits += 1;
-        tally.records += input.iter().map(|b| b.records.len() as u64).sum::<u64>();
-        for rejected in &mapped.rejected {
-            tally.rejected += 1;
-            if sink.on_error == OnError::Fail {
-                problems.push(Problem::unwritable(
-                    &rejected.origin.tp.to_string(),
-                    rejected.origin.record.offset,
-                    &rejected.reason,
-                ));
-            }
-        }
-        for (op, origin) in &mapped.ops {
-            let key = (origin.tp.clone(), origin.record.offset);
-            if set_aside.contains(&key) {
-                tally.dead_letters += 1;
-                continue;
-            }
-            let at = partitions
-                .iter()
-                .position(|tp| tp == origin.tp)
-                .unwrap_or(home);
-            match op {
-                Op::Write(values) => expected.write(at, commit.batch_time, cells::row(values)),
-                Op::Delete(key) => expected.delete(at, commit.batch_time, cells::row(key)),
-            }
-        }
-    }
+    let recomputed = Recomputed::new(&partitions, &mapper, upsert).run(
+        &commits,
+        &records,
+        &set_aside,
+        sink.on_error,
+    );
+    problems.extend(recomputed.problems);
 
     let identity = Identity::for_config(sink, &names, mapper.key());
-    let mut comparison = Comparison::new(expected, identity, partitions.len(), names);
+    let mut comparison = Comparison::new(recomputed.expected, identity, partitions.len(), names);
     let table_rows = table::scan(&pool, sink, &columns, &progress, |row| {
         comparison.observe(row);
     })
@@ -190,11 +149,89 @@ pub async fn verify(
         commits: &commits,
         partitions: &partitions,
         spans: &spans,
-        tallies,
+        tallies: recomputed.tallies,
         outcome,
         table_rows,
         problems,
     }))
+}
+
+/// What the table must hold, recomputed from the committed records.
+struct Recomputed<'a> {
+    partitions: &'a [TopicPartition],
+    mapper: &'a RowMapper,
+    expected: Expected,
+    tallies: Vec<report::Tally>,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Recomputed<'a> {
+    fn new(partitions: &'a [TopicPartition], mapper: &'a RowMapper, upsert: bool) -> Self {
+        Self {
+            partitions,
+            mapper,
+            expected: Expected::new(upsert, mapper.key().to_vec()),
+            tallies: vec![report::Tally::default(); partitions.len()],
+            problems: Vec::new(),
+        }
+    }
+
+    /// Maps the records of every commit, in commit order, as the sink did; records stored as
+    /// dead letters are not expected in the table.
+    fn run(
+        mut self,
+        commits: &[chain::Commit],
+        records: &reader::Read,
+        set_aside: &SetAside,
+        on_error: OnError,
+    ) -> Self {
+        for commit in commits {
+            let input: Vec<PartitionBatch> = commit
+                .ranges
+                .iter()
+                .map(|range| PartitionBatch {
+                    range: range.clone(),
+                    records: records.within(range),
+                })
+                .collect();
+            let Some(home) = commit.ranges.first().and_then(|r| self.index(&r.tp)) else {
+                continue;
+            };
+            let mapped = self.mapper.map(&input);
+            let tally = &mut self.tallies[home];
+            tally.commits += 1;
+            tally.records += input.iter().map(|b| b.records.len() as u64).sum::<u64>();
+            for rejected in &mapped.rejected {
+                tally.rejected += 1;
+                if on_error == OnError::Fail {
+                    self.problems.push(Problem::unwritable(
+                        &rejected.origin.tp.to_string(),
+                        rejected.origin.record.offset,
+                        &rejected.reason,
+                    ));
+                }
+            }
+            for (op, origin) in &mapped.ops {
+                let at = self.index(origin.tp).unwrap_or(home);
+                if set_aside.contains(&(origin.tp.clone(), origin.record.offset)) {
+                    self.tallies[at].dead_letters += 1;
+                    continue;
+                }
+                match op {
+                    Op::Write(values) => {
+                        self.expected
+                            .write(at, commit.batch_time, cells::row(values));
+                    }
+                    Op::Delete(key) => self.expected.delete(at, commit.batch_time, cells::row(key)),
+                }
+            }
+        }
+        self
+    }
+
+    fn index(&self, tp: &TopicPartition) -> Option<usize> {
+        self.partitions.iter().position(|p| p == tp)
+    }
 }
 
 /// The `(topic, partition, offset)` of records the sink stored as dead letters.

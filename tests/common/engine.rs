@@ -28,7 +28,54 @@ use weir::rate::RateController;
 use weir::runtime::{BatchJob, BatchOutcome, RunSummary, Schedule, Scheduler};
 use weir::source::{KafkaSource, KafkaSourceConfig, PartitionBatch, Planner};
 
-use super::TestEnv;
+use super::{TestEnv, TestTopic};
+
+/// What most engine tests start from: a fresh topic, a checkpoint directory, a pipeline over the
+/// topic with every default, and a recorder for its jobs.
+#[derive(Debug)]
+pub struct Fixture {
+    /// The services.
+    pub env: &'static TestEnv,
+    /// The pipeline's one topic.
+    pub topic: TestTopic,
+    /// The checkpoint directory.
+    pub dir: tempfile::TempDir,
+    /// The pipeline.
+    pub setup: EngineSetup,
+    /// Where its jobs record.
+    pub recorder: Recorder,
+}
+
+impl Fixture {
+    /// A fixture over a new topic `weir-test-<prefix>…` of `partitions` partitions.
+    pub async fn new(prefix: &str, partitions: i32) -> Result<Self> {
+        let env = TestEnv::get().await;
+        let topic = env.topic(prefix, partitions).await?;
+        let dir = tempfile::tempdir()?;
+        let setup = EngineSetup::new(env, &[&topic.name], dir.path());
+        Ok(Self {
+            env,
+            topic,
+            dir,
+            setup,
+            recorder: Recorder::default(),
+        })
+    }
+}
+
+impl Fixture {
+    /// A job recording into the fixture's recorder.
+    pub fn job(&self) -> RecordingJob {
+        RecordingJob::new(&self.recorder)
+    }
+
+    /// Runs the pipeline until `count` distinct records arrived, then stops gracefully.
+    pub async fn run_until_count(&self, count: usize) -> Result<RunSummary> {
+        self.setup
+            .run_until_count(self.job(), &self.recorder, count)
+            .await
+    }
+}
 
 /// The sink identity every engine test pipeline claims; no sink exists.
 const SINK: &str = "recording-job";
@@ -140,20 +187,11 @@ impl EngineSetup {
         recorder: &Recorder,
         count: usize,
     ) -> Result<RunSummary> {
-        let engine = self.spawn(job);
-        let waited = recorder
-            .wait_until(
-                &format!("{count} records delivered"),
-                Duration::from_secs(15),
-                Some(&engine),
-                |recording| Ok(recording.record_count()? >= count),
-            )
-            .await;
-        let result = engine.stop().await;
-        match (waited, result) {
-            (Ok(()), result) => Ok(result??),
-            (Err(e), result) => bail!("{e:#}; the run ended with {result:?}"),
-        }
+        self.spawn(job)
+            .stop_when(recorder, &format!("{count} records delivered"), |r| {
+                Ok(r.record_count()? >= count)
+            })
+            .await
     }
 }
 
@@ -171,6 +209,35 @@ impl RunningEngine {
     pub async fn stop(self) -> Result<weir::Result<RunSummary>> {
         self.shutdown.cancel();
         self.join().await
+    }
+
+    /// Waits (at most 15 s) until `done` holds for what `recorder` holds; fails at once when the
+    /// run ends first.
+    pub async fn wait_for(
+        &self,
+        recorder: &Recorder,
+        what: &str,
+        done: impl FnMut(&Recording) -> Result<bool>,
+    ) -> Result<()> {
+        recorder
+            .wait_until(what, Duration::from_secs(15), Some(self), done)
+            .await
+    }
+
+    /// Waits (at most 15 s) until `done` holds for what `recorder` holds, then stops gracefully.
+    /// Fails when either fails, with both results in the message.
+    pub async fn stop_when(
+        self,
+        recorder: &Recorder,
+        what: &str,
+        done: impl FnMut(&Recording) -> Result<bool>,
+    ) -> Result<RunSummary> {
+        let waited = self.wait_for(recorder, what, done).await;
+        let result = self.stop().await;
+        match (waited, result) {
+            (Ok(()), result) => Ok(result??),
+            (Err(e), result) => bail!("{e:#}; the run ended with {result:?}"),
+        }
     }
 
     /// Waits (at most 20 s) for the run to end on its own.
@@ -648,6 +715,38 @@ pub async fn produce_transaction(
     .await?
 }
 
+/// Every partition of `topic` (`0..partitions`) at `offset`, e.g. where the chain must start.
+pub fn all_at(topic: &str, partitions: i32, offset: i64) -> BTreeMap<TopicPartition, i64> {
+    partitions_of(topic, partitions)
+        .into_iter()
+        .map(|tp| (tp, offset))
+        .collect()
+}
+
+/// Checks that every partition of `topic` (`0..partitions`) delivered exactly the offsets
+/// `expected`, once each.
+pub fn check_offsets(
+    recording: &Recording,
+    topic: &str,
+    partitions: i32,
+    expected: std::ops::Range<i64>,
+) -> Result<()> {
+    let records = recording.records_once()?;
+    for tp in partitions_of(topic, partitions) {
+        let offsets: Vec<i64> = records
+            .get(&tp)
+            .map(|r| r.iter().map(|r| r.offset).collect())
+            .unwrap_or_default();
+        ensure!(
+            offsets == expected.clone().collect::<Vec<i64>>(),
+            "{tp} delivered {} records, not offsets {expected:?}: {:?}…",
+            offsets.len(),
+            &offsets[..offsets.len().min(10)]
+        );
+    }
+    Ok(())
+}
+
 /// The partitions of `topic`, `0..partitions`.
 pub fn partitions_of(topic: &str, partitions: i32) -> BTreeSet<TopicPartition> {
     (0..partitions)
@@ -729,7 +828,10 @@ impl CapturedLogs {
 
     /// Everything captured so far.
     pub fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         String::from_utf8_lossy(&bytes).into_owned()
     }
 }

@@ -2,35 +2,26 @@
 //! overlap per partition, across graceful restarts and across a crash between "plan logged" and
 //! "output written", after which the logged plan is executed again verbatim.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result, ensure};
 
-use crate::common::TestEnv;
-use crate::common::engine::{
-    EngineSetup, Recorder, RecordingJob, check_chain, partitions_of, read_plan_logs,
-};
+use crate::common::engine::{Fixture, all_at, check_chain, check_offsets, read_plan_logs};
 
 const PARTITIONS: i32 = 3;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ranges_chain_across_restarts_and_a_crash() -> Result<()> {
-    let env = TestEnv::get().await;
-    let topic = env.topic("engine-chain", PARTITIONS).await?;
-    let producer = env.producer()?;
-    let dir = tempfile::tempdir()?;
-    let mut setup = EngineSetup::new(env, &[&topic.name], dir.path());
+    let mut f = Fixture::new("engine-chain", PARTITIONS).await?;
+    let producer = f.env.producer()?;
     // 40 records per partition and batch: the backlog takes several batches and restarts.
-    setup.source.max_rate_per_partition = Some(400);
-    let recorder = Recorder::default();
+    f.setup.source.max_rate_per_partition = Some(400);
 
-    topic.produce_keyed(&producer, 600, PARTITIONS).await?;
-    let first = setup.run(RecordingJob::new(&recorder), 3).await?;
+    f.topic.produce_keyed(&producer, 600, PARTITIONS).await?;
+    let first = f.setup.run(f.job(), 3).await?;
     ensure!(
         first.batches == 3 && first.replayed == 0,
         "first run: {first:?}"
     );
-    let second = setup.run(RecordingJob::new(&recorder), 2).await?;
+    let second = f.setup.run(f.job(), 2).await?;
     ensure!(
         second.batches == 2 && second.replayed == 0,
         "a graceful stop leaves nothing to replay: {second:?}"
@@ -38,16 +29,14 @@ async fn ranges_chain_across_restarts_and_a_crash() -> Result<()> {
 
     // A crash at the second batch of the third run, after its plan was logged: the plans logged
     // since the last snapshot are the first batch's and the failed one.
-    topic.produce_keyed(&producer, 600, PARTITIONS).await?;
-    let crash = recorder.snapshot().attempts.len();
-    let crashed = setup
-        .run(RecordingJob::new(&recorder).failing_at(2), 10)
-        .await;
+    f.topic.produce_keyed(&producer, 600, PARTITIONS).await?;
+    let crash = f.recorder.snapshot().attempts.len();
+    let crashed = f.setup.run(f.job().failing_at(2), 10).await;
     ensure!(
         crashed.is_err(),
         "the failing job must end the run: {crashed:?}"
     );
-    let logged_since_snapshot = recorder.snapshot().attempts[crash..].to_vec();
+    let logged_since_snapshot = f.recorder.snapshot().attempts[crash..].to_vec();
     ensure!(
         logged_since_snapshot.len() == 2,
         "the crash came at the second call"
@@ -59,25 +48,21 @@ async fn ranges_chain_across_restarts_and_a_crash() -> Result<()> {
     );
 
     // A second crash, in the middle of the replay: the same plans come back again.
-    let replay = recorder.snapshot().attempts.len();
-    let crashed = setup
-        .run(RecordingJob::new(&recorder).failing_at(2), 10)
-        .await;
+    let replay = f.recorder.snapshot().attempts.len();
+    let crashed = f.setup.run(f.job().failing_at(2), 10).await;
     ensure!(crashed.is_err(), "the replay must fail: {crashed:?}");
     ensure!(
-        recorder.snapshot().attempts[replay..] == logged_since_snapshot[..],
+        f.recorder.snapshot().attempts[replay..] == logged_since_snapshot[..],
         "the replay runs the logged plans verbatim, the failed one last"
     );
 
-    let resumed = recorder.snapshot().attempts.len();
-    let summary = setup
-        .run_until_count(RecordingJob::new(&recorder), &recorder, 1_200)
-        .await?;
+    let resumed = f.recorder.snapshot().attempts.len();
+    let summary = f.run_until_count(1_200).await?;
     ensure!(
         summary.replayed == 2,
         "exactly the two plans logged since the snapshot are replayed: {summary:?}"
     );
-    let recording = recorder.snapshot();
+    let recording = f.recorder.snapshot();
     ensure!(
         recording.attempts[resumed..resumed + 2] == logged_since_snapshot[..],
         "after the crashes, the failed plan runs again verbatim:\nfailed   {:?}\nreplayed {:?}",
@@ -86,23 +71,8 @@ async fn ranges_chain_across_restarts_and_a_crash() -> Result<()> {
     );
 
     // Every record exactly once, counting only finished batches; each replay identical.
-    let records = recording.records_once()?;
-    for tp in partitions_of(&topic.name, PARTITIONS) {
-        let offsets: Vec<i64> = records
-            .get(&tp)
-            .map(|r| r.iter().map(|r| r.offset).collect())
-            .unwrap_or_default();
-        ensure!(
-            offsets == (0..400).collect::<Vec<i64>>(),
-            "{tp}: delivered {} records, not offsets 0..400: {:?}…",
-            offsets.len(),
-            &offsets[..offsets.len().min(10)]
-        );
-    }
-    let starts: BTreeMap<_, _> = partitions_of(&topic.name, PARTITIONS)
-        .into_iter()
-        .map(|tp| (tp, 0))
-        .collect();
+    check_offsets(&recording, &f.topic.name, PARTITIONS, 0..400)?;
+    let starts = all_at(&f.topic.name, PARTITIONS, 0);
     let plans = recording.plans()?;
     check_chain(&plans, &starts).context("the plans the job ran")?;
     for plan in &plans {
@@ -117,7 +87,7 @@ async fn ranges_chain_across_restarts_and_a_crash() -> Result<()> {
 
     // The plan logs on disk tell the same story: every logged plan chains, and they are exactly
     // the plans that ran (the failed one was logged and ran again).
-    let logged = read_plan_logs(dir.path())?;
+    let logged = read_plan_logs(f.dir.path())?;
     check_chain(&logged, &starts).context("the plan logs")?;
     ensure!(
         logged == plans,

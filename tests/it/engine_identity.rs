@@ -3,32 +3,27 @@
 
 use anyhow::{Result, bail, ensure};
 
-use crate::common::TestEnv;
-use crate::common::engine::{EngineSetup, Recorder, RecordingJob, read_plan_logs};
+use crate::common::engine::{Fixture, read_plan_logs};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkpoint_of_other_topics_is_refused_naming_the_change() -> Result<()> {
-    let env = TestEnv::get().await;
-    let first = env.topic("engine-ident-a", 1).await?;
-    let second = env.topic("engine-ident-b", 1).await?;
-    let dir = tempfile::tempdir()?;
-    let setup = EngineSetup::new(env, &[&first.name], dir.path());
-    let recorder = Recorder::default();
-    setup.run(RecordingJob::new(&recorder), 2).await?;
-    let logged = read_plan_logs(dir.path())?;
+    let f = Fixture::new("engine-ident-a", 1).await?;
+    let second = f.env.topic("engine-ident-b", 1).await?;
+    f.setup.run(f.job(), 2).await?;
+    let logged = read_plan_logs(f.dir.path())?;
 
-    let mut changed = setup.clone();
+    let mut changed = f.setup.clone();
     changed.source.topics.push(second.name.clone());
-    let error = match changed.run(RecordingJob::new(&recorder), 2).await {
+    let error = match changed.run(f.job(), 2).await {
         Ok(summary) => bail!("a pipeline with other topics resumed the checkpoint: {summary:?}"),
         Err(error) => error,
     };
     let weir::Error::FingerprintMismatch { changes, .. } = &error else {
         bail!("expected a fingerprint mismatch, got: {error}");
     };
-    let mut both = [first.name.clone(), second.name.clone()];
+    let mut both = [f.topic.name.clone(), second.name.clone()];
     both.sort();
-    let expected = format!("topics: [{}] -> [{}]", first.name, both.join(", "));
+    let expected = format!("topics: [{}] -> [{}]", f.topic.name, both.join(", "));
     ensure!(
         changes == &expected,
         "the change reads {changes:?}, not {expected:?}"
@@ -39,16 +34,16 @@ async fn a_checkpoint_of_other_topics_is_refused_naming_the_change() -> Result<(
         "the message must say what changed and how to proceed: {message}"
     );
     ensure!(
-        recorder.snapshot().batches.len() == 2,
+        f.recorder.snapshot().batches.len() == 2,
         "the refused run ran no batch"
     );
     ensure!(
-        read_plan_logs(dir.path())? == logged,
+        read_plan_logs(f.dir.path())? == logged,
         "the checkpoint is untouched"
     );
 
     // The original pipeline still resumes it.
-    let resumed = setup.run(RecordingJob::new(&recorder), 1).await?;
+    let resumed = f.setup.run(f.job(), 1).await?;
     ensure!(resumed.batches == 1, "{resumed:?}");
     Ok(())
 }

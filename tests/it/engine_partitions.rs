@@ -7,37 +7,27 @@ use anyhow::{Result, ensure};
 use rdkafka::producer::FutureRecord;
 use weir::plan::TopicPartition;
 
-use crate::common::TestEnv;
-use crate::common::engine::{
-    EngineSetup, Recorder, RecordingJob, add_partitions, check_chain, partitions_of,
-};
+use crate::common::engine::{Fixture, add_partitions, all_at, check_chain};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_added_mid_run_is_read_from_its_first_record() -> Result<()> {
-    let env = TestEnv::get().await;
-    let topic = env.topic("engine-grow", 1).await?;
-    let dir = tempfile::tempdir()?;
-    let mut setup = EngineSetup::new(env, &[&topic.name], dir.path());
-    setup.metadata_refresh_interval = Duration::from_millis(300);
-    let recorder = Recorder::default();
+    let mut f = Fixture::new("engine-grow", 1).await?;
+    f.setup.metadata_refresh_interval = Duration::from_millis(300);
 
-    topic.produce_keyed(&env.producer()?, 50, 1).await?;
-    let engine = setup.spawn(RecordingJob::new(&recorder));
-    recorder
-        .wait_until(
-            "the first records",
-            Duration::from_secs(15),
-            Some(&engine),
-            |r| Ok(r.record_count()? == 50),
-        )
+    f.topic.produce_keyed(&f.env.producer()?, 50, 1).await?;
+    let engine = f.setup.spawn(f.job());
+    engine
+        .wait_for(&f.recorder, "the first records", |r| {
+            Ok(r.record_count()? == 50)
+        })
         .await?;
 
-    add_partitions(env, &topic.name, 2).await?;
+    add_partitions(f.env, &f.topic.name, 2).await?;
     // A producer of its own, so that its first metadata already holds the new partition.
-    let producer = env.producer()?;
+    let producer = f.env.producer()?;
     for i in 0..60 {
         let value = format!("grown-{i}");
-        let record = FutureRecord::<(), _>::to(&topic.name)
+        let record = FutureRecord::<(), _>::to(&f.topic.name)
             .partition(i % 2)
             .payload(&value);
         producer
@@ -45,21 +35,15 @@ async fn a_partition_added_mid_run_is_read_from_its_first_record() -> Result<()>
             .await
             .map_err(|(e, _)| e)?;
     }
-    let waited = recorder
-        .wait_until(
-            "every record of both partitions",
-            Duration::from_secs(15),
-            Some(&engine),
-            |r| Ok(r.record_count()? == 110),
-        )
-        .await;
-    let summary = engine.stop().await?;
-    waited?;
-    summary?;
+    engine
+        .stop_when(&f.recorder, "every record of both partitions", |r| {
+            Ok(r.record_count()? == 110)
+        })
+        .await?;
 
-    let recording = recorder.snapshot();
+    let recording = f.recorder.snapshot();
     let records = recording.records_once()?;
-    let new = TopicPartition::new(&topic.name, 1);
+    let new = TopicPartition::new(&f.topic.name, 1);
     let offsets: Vec<i64> = records[&new].iter().map(|r| r.offset).collect();
     ensure!(
         offsets == (0..30).collect::<Vec<i64>>(),
@@ -74,9 +58,5 @@ async fn a_partition_added_mid_run_is_read_from_its_first_record() -> Result<()>
         first_with_new.as_ref().is_some_and(|r| r.from == 0),
         "the new partition's first range is {first_with_new:?}"
     );
-    let starts = partitions_of(&topic.name, 2)
-        .into_iter()
-        .map(|tp| (tp, 0))
-        .collect();
-    check_chain(&plans, &starts)
+    check_chain(&plans, &all_at(&f.topic.name, 2, 0))
 }

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 
-use crate::common::TestEnv;
-use crate::common::engine::{CapturedLogs, EngineSetup, Recorder, RecordingJob, describe};
+use crate::common::engine::{CapturedLogs, Fixture, describe};
 
 const PARTITIONS: i32 = 2;
 /// 500 records/s at 100 ms: 50 records per partition and batch.
@@ -15,27 +14,19 @@ const CAP: u64 = 50;
 // Current thread: the log capture sees the events of this thread, where the scheduler runs.
 #[tokio::test]
 async fn max_rate_holds_in_every_batch_even_after_a_restart_with_a_backlog() -> Result<()> {
-    let env = TestEnv::get().await;
-    let topic = env.topic("engine-rate", PARTITIONS).await?;
-    let producer = env.producer()?;
-    let dir = tempfile::tempdir()?;
-    let mut setup = EngineSetup::new(env, &[&topic.name], dir.path());
-    setup.source.max_rate_per_partition = Some(500);
-    let recorder = Recorder::default();
+    let mut f = Fixture::new("engine-rate", PARTITIONS).await?;
+    let producer = f.env.producer()?;
+    f.setup.source.max_rate_per_partition = Some(500);
 
-    topic.produce_keyed(&producer, 400, PARTITIONS).await?;
-    setup
-        .run_until_count(RecordingJob::new(&recorder), &recorder, 400)
-        .await?;
+    f.topic.produce_keyed(&producer, 400, PARTITIONS).await?;
+    f.run_until_count(400).await?;
 
     // A backlog of 500 records per partition piles up while the pipeline is stopped.
-    topic.produce_keyed(&producer, 1_000, PARTITIONS).await?;
-    let restart = recorder.snapshot().attempts.len();
+    f.topic.produce_keyed(&producer, 1_000, PARTITIONS).await?;
+    let restart = f.recorder.snapshot().attempts.len();
     let (logs, capture) = CapturedLogs::start(tracing::Level::INFO);
     let started = std::time::Instant::now();
-    let summary = setup
-        .run_until_count(RecordingJob::new(&recorder), &recorder, 1_400)
-        .await?;
+    let summary = f.run_until_count(1_400).await?;
     ensure!(summary.replayed == 0, "nothing to replay: {summary:?}");
     // Ten batches at 100 ms. A fetcher that wakes late (librdkafka sleeps up to a second after a
     // resume) made each one take over a second.
@@ -62,7 +53,7 @@ async fn max_rate_holds_in_every_batch_even_after_a_restart_with_a_backlog() -> 
         done.len()
     );
 
-    let recording = recorder.snapshot();
+    let recording = f.recorder.snapshot();
     let first_after_restart = &recording.attempts[restart];
     for range in &first_after_restart.ranges {
         ensure!(

@@ -2,36 +2,43 @@
 //! middle of its last record. Recovery uses what is valid, and the run goes on without a gap or
 //! an overlap.
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::common::TestEnv;
 use crate::common::engine::{
-    EngineSetup, Recorder, RecordingJob, check_chain, checkpoint_files, partitions_of,
-    plan_record_starts,
+    Fixture, Recording, all_at, check_chain, check_offsets, checkpoint_files, plan_record_starts,
 };
 
 const PARTITIONS: i32 = 2;
+const PER_PARTITION: i64 = 500;
+
+/// A fixture reading 50 records per partition and batch, with its records produced.
+async fn backlog(prefix: &str) -> Result<Fixture> {
+    let mut fixture = Fixture::new(prefix, PARTITIONS).await?;
+    fixture.setup.source.max_rate_per_partition = Some(500);
+    let records = usize::try_from(PER_PARTITION)? * usize::try_from(PARTITIONS)?;
+    fixture
+        .topic
+        .produce_keyed(&fixture.env.producer()?, records, PARTITIONS)
+        .await?;
+    Ok(fixture)
+}
+
+/// Every finished batch chains from offset 0 and every record arrived once.
+fn check_all(recording: &Recording, topic: &str) -> Result<()> {
+    check_chain(&recording.plans()?, &all_at(topic, PARTITIONS, 0))?;
+    check_offsets(recording, topic, PARTITIONS, 0..PER_PARTITION)
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_newest_snapshot_is_skipped() -> Result<()> {
-    let env = TestEnv::get().await;
-    let topic = env.topic("engine-badsnap", PARTITIONS).await?;
-    let dir = tempfile::tempdir()?;
-    let mut setup = EngineSetup::new(env, &[&topic.name], dir.path());
-    setup.source.max_rate_per_partition = Some(500);
+    let mut f = backlog("engine-badsnap").await?;
     // A snapshot every third batch, besides the final one.
-    setup.checkpoint_interval = Duration::from_millis(300);
-    let recorder = Recorder::default();
-
-    topic
-        .produce_keyed(&env.producer()?, 1_000, PARTITIONS)
-        .await?;
-    setup.run(RecordingJob::new(&recorder), 8).await?;
-    let snapshots = checkpoint_files(dir.path(), "snapshot-")?;
+    f.setup.checkpoint_interval = Duration::from_millis(300);
+    f.setup.run(f.job(), 8).await?;
+    let snapshots = checkpoint_files(f.dir.path(), "snapshot-")?;
     ensure!(
         snapshots.len() >= 3,
         "expected periodic snapshots: {snapshots:?}"
@@ -43,43 +50,30 @@ async fn a_corrupt_newest_snapshot_is_skipped() -> Result<()> {
     bytes[middle] ^= 0x5a;
     std::fs::write(path, &bytes)?;
 
-    let summary = setup
-        .run_until_count(RecordingJob::new(&recorder), &recorder, 1_000)
-        .await?;
+    let summary = f.run_until_count(1_000).await?;
     ensure!(
         summary.replayed >= 1,
         "the plans after the previous snapshot must be replayed: {summary:?}"
     );
-    let recording = recorder.snapshot();
+    let recording = f.recorder.snapshot();
     let replayed = &recording.batches[8..8 + usize::try_from(summary.replayed)?];
     ensure!(
         replayed.last().map(|b| b.plan.batch_time.as_millis()) <= Some(newest),
         "only plans up to the corrupt snapshot are replayed"
     );
-    check_all(&recording, &topic.name, 500)
+    check_all(&recording, &f.topic.name)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plan_log_torn_mid_record_loses_only_its_last_plan() -> Result<()> {
-    let env = TestEnv::get().await;
-    let topic = env.topic("engine-torn", PARTITIONS).await?;
-    let dir = tempfile::tempdir()?;
-    let mut setup = EngineSetup::new(env, &[&topic.name], dir.path());
-    setup.source.max_rate_per_partition = Some(500);
-    let recorder = Recorder::default();
-
-    topic
-        .produce_keyed(&env.producer()?, 1_000, PARTITIONS)
-        .await?;
+    let f = backlog("engine-torn").await?;
     // The fifth batch "crashes" after its plan was logged, before any output.
-    let crashed = setup
-        .run(RecordingJob::new(&recorder).failing_at(5), 10)
-        .await;
+    let crashed = f.setup.run(f.job().failing_at(5), 10).await;
     ensure!(crashed.is_err(), "the run must fail: {crashed:?}");
-    let failed = recorder.snapshot().attempts[4].clone();
+    let failed = f.recorder.snapshot().attempts[4].clone();
 
     // Its plan record was only half written when the "crash" came.
-    let logs = checkpoint_files(dir.path(), "plans-")?;
+    let logs = checkpoint_files(f.dir.path(), "plans-")?;
     let (_, log) = logs.last_key_value().context("no plan log")?;
     let (starts, len) = plan_record_starts(log)?;
     ensure!(
@@ -93,15 +87,13 @@ async fn a_plan_log_torn_mid_record_loses_only_its_last_plan() -> Result<()> {
         .open(log)?
         .set_len(last + (len - last) / 2)?;
 
-    let summary = setup
-        .run_until_count(RecordingJob::new(&recorder), &recorder, 1_000)
-        .await?;
+    let summary = f.run_until_count(1_000).await?;
     ensure!(
         summary.replayed == 4,
         "the four whole plans are replayed, the torn one is not: {summary:?}"
     );
     // The torn plan never took effect (invariant 2), so its batch time may be planned again.
-    let recording = recorder.snapshot();
+    let recording = f.recorder.snapshot();
     let first_new = &recording.batches[8].plan;
     for (new, old) in first_new.ranges.iter().zip(&failed.ranges) {
         ensure!(
@@ -109,27 +101,5 @@ async fn a_plan_log_torn_mid_record_loses_only_its_last_plan() -> Result<()> {
             "the first new plan starts where the torn one did: {new} vs {old}"
         );
     }
-    check_all(&recording, &topic.name, 500)
-}
-
-/// Every finished batch chains from offset 0 and every record arrived once.
-fn check_all(
-    recording: &crate::common::engine::Recording,
-    topic: &str,
-    per_partition: i64,
-) -> Result<()> {
-    let starts: BTreeMap<_, _> = partitions_of(topic, PARTITIONS)
-        .into_iter()
-        .map(|tp| (tp, 0))
-        .collect();
-    check_chain(&recording.plans()?, &starts)?;
-    for (tp, records) in recording.records_once()? {
-        let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
-        ensure!(
-            offsets == (0..per_partition).collect::<Vec<i64>>(),
-            "{tp}: {} records delivered",
-            offsets.len()
-        );
-    }
-    Ok(())
+    check_all(&recording, &f.topic.name)
 }

@@ -10,8 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::common::TestEnv;
 use crate::common::engine::{
-    EngineSetup, Recorder, RecordingJob, check_chain, ends, partitions_of, produce_transaction,
-    transactional_producer,
+    Fixture, all_at, check_chain, ends, partitions_of, produce_transaction, transactional_producer,
 };
 
 const PARTITIONS: i32 = 2;
@@ -19,19 +18,15 @@ const TRANSACTIONS: usize = 24;
 
 /// Whether transaction `n` commits: a fixed mix of runs of commits and aborts.
 fn commits(n: usize) -> bool {
-    !matches!(n % 5, 1 | 3) || n % 7 == 0
+    !matches!(n % 5, 1 | 3) || n.is_multiple_of(7)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aborted_records_never_arrive_and_ranges_ending_on_markers_finish() -> Result<()> {
-    let env = TestEnv::get().await;
-    let topic = env.topic("engine-txn", PARTITIONS).await?;
-    let dir = tempfile::tempdir()?;
-    let mut setup = EngineSetup::new(env, &[&topic.name], dir.path());
+    let mut f = Fixture::new("engine-txn", PARTITIONS).await?;
     // 13 offsets per partition and batch: caps cut ranges at every kind of offset.
-    setup.source.max_rate_per_partition = Some(130);
-    let recorder = Recorder::default();
-    let producer = transactional_producer(env).await?;
+    f.setup.source.max_rate_per_partition = Some(130);
+    let producer = transactional_producer(f.env).await?;
 
     let mut committed = BTreeSet::new();
     let mut aborted = BTreeSet::new();
@@ -45,24 +40,23 @@ async fn aborted_records_never_arrive_and_ranges_ending_on_markers_finish() -> R
         } else {
             aborted.extend(values.iter().cloned());
         }
-        produce_transaction(&producer, &topic.name, partition, values, commits(n)).await
+        produce_transaction(&producer, &f.topic.name, partition, values, commits(n)).await
     };
     // Half of the transactions wait in the log before the start, half arrive while it runs.
     for n in 0..TRANSACTIONS / 2 {
         produce(n).await?;
     }
-    let engine = setup.spawn(RecordingJob::new(&recorder));
+    let engine = f.setup.spawn(f.job());
     for n in TRANSACTIONS / 2..TRANSACTIONS {
         produce(n).await?;
     }
 
     // Every partition's plans must reach the end of its log, markers included.
-    let log_ends = settled_log_ends(env, &topic.name).await?;
-    let waited = recorder
-        .wait_until(
+    let log_ends = settled_log_ends(f.env, &f.topic.name).await?;
+    engine
+        .stop_when(
+            &f.recorder,
             "plans reach the end of every partition",
-            Duration::from_secs(15),
-            Some(&engine),
             |recording| {
                 let reached = ends(&recording.plans()?);
                 Ok(log_ends
@@ -70,12 +64,9 @@ async fn aborted_records_never_arrive_and_ranges_ending_on_markers_finish() -> R
                     .all(|(tp, end)| reached.get(tp).is_some_and(|r| r >= end)))
             },
         )
-        .await;
-    let summary = engine.stop().await?;
-    waited?;
-    summary?;
+        .await?;
 
-    let recording = recorder.snapshot();
+    let recording = f.recorder.snapshot();
     let delivered: Vec<String> = recording
         .records_once()?
         .into_values()
@@ -93,11 +84,7 @@ async fn aborted_records_never_arrive_and_ranges_ending_on_markers_finish() -> R
     );
 
     let plans = recording.plans()?;
-    let starts = partitions_of(&topic.name, PARTITIONS)
-        .into_iter()
-        .map(|tp| (tp, 0))
-        .collect();
-    check_chain(&plans, &starts)?;
+    check_chain(&plans, &all_at(&f.topic.name, PARTITIONS, 0))?;
     // The test proves something only if ranges really ended where no record is.
     let offsets: BTreeSet<(String, i32, i64)> = recording
         .records_once()?

@@ -120,7 +120,11 @@ async fn survive(db: &TestDb, url: &str, killer: Killer) -> Result<()> {
     // which is another story.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while db.count(TABLE).await.unwrap_or(0) == 0 {
-        ensure!(std::time::Instant::now() < deadline, "{}: no rows after 60 s", db.name());
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{}: no rows after 60 s",
+            db.name()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stop = CancellationToken::new();
@@ -140,7 +144,11 @@ async fn survive(db: &TestDb, url: &str, killer: Killer) -> Result<()> {
     for line in retried.iter().take(3) {
         eprintln!("  {line}");
     }
-    ensure!(killed >= 3, "{}: only {killed} sessions were killed", db.name());
+    ensure!(
+        killed >= 3,
+        "{}: only {killed} sessions were killed",
+        db.name()
+    );
     ensure!(
         !retried.is_empty(),
         "{}: no write was cut off mid-way, so nothing was shown",
@@ -172,9 +180,13 @@ async fn pipeline_survives_mariadb_killing_its_sessions() -> Result<()> {
     let name = database.database.clone();
     let url = database.url.clone();
     let db = TestDb::MySql(database);
-    survive(&db, &url, Killer::MySql {
-        admin,
-        database: name,
-    })
+    survive(
+        &db,
+        &url,
+        Killer::MySql {
+            admin,
+            database: name,
+        },
+    )
     .await
 }

@@ -86,6 +86,29 @@ fn order(id: i64) -> String {
     )
 }
 
+/// A fresh topic and checkpoint directory, and the pipeline file that joins them to a database.
+struct Case {
+    topic: TestTopic,
+    producer: FutureProducer,
+    dir: tempfile::TempDir,
+    toml: String,
+}
+
+impl Case {
+    async fn new(env: &TestEnv, db: &TestDb, prefix: &str, sink: &str) -> Result<Self> {
+        let topic = env.topic(prefix, PARTITIONS).await?;
+        let dir = tempfile::tempdir()?;
+        let checkpoint = dir.path().join("checkpoint").display().to_string();
+        let toml = pipeline_toml(env, &topic, db, &checkpoint, sink);
+        Ok(Self {
+            topic,
+            producer: env.producer()?,
+            dir,
+            toml,
+        })
+    }
+}
+
 /// Sends `(partition, key, value)` records and waits for every acknowledgement.
 async fn produce(
     producer: &FutureProducer,
@@ -154,23 +177,14 @@ async fn verify_append_is_clean_then_reports_each_tampering() -> Result<()> {
     let env = TestEnv::get().await;
     for db in every_db().await? {
         let name = db.name();
-        let topic = env.topic("verify-append", PARTITIONS).await?;
-        let producer = env.producer()?;
-        let dir = tempfile::tempdir()?;
-        let toml = pipeline_toml(
-            env,
-            &topic,
-            &db,
-            &dir.path().display().to_string(),
-            &append_sink(),
-        );
+        let case = Case::new(env, &db, "verify-append", &append_sink()).await?;
         // Two batches, so each partition has a chain of two commits.
-        produce(&producer, &topic, &orders(0..150)).await?;
-        run_one_batch(&toml).await?;
-        produce(&producer, &topic, &orders(150..300)).await?;
-        run_one_batch(&toml).await?;
+        produce(&case.producer, &case.topic, &orders(0..150)).await?;
+        run_one_batch(&case.toml).await?;
+        produce(&case.producer, &case.topic, &orders(150..300)).await?;
+        run_one_batch(&case.toml).await?;
 
-        let clean = verify(&toml).await?;
+        let clean = verify(&case.toml).await?;
         ensure!(clean.is_clean(), "{name}: {clean}");
         ensure!(
             clean.records == 300 && clean.table_rows == 300,
@@ -189,7 +203,7 @@ async fn verify_append_is_clean_then_reports_each_tampering() -> Result<()> {
         )
         .await?;
         execute(&db, "UPDATE verified SET name = 'changed' WHERE id = 9").await?;
-        let tampered = verify(&toml).await?;
+        let tampered = verify(&case.toml).await?;
         ensure!(!tampered.is_clean(), "{name}: {tampered}");
         ensure!(
             (
@@ -225,13 +239,13 @@ async fn verify_append_is_clean_then_reports_each_tampering() -> Result<()> {
             ),
         )
         .await?;
-        let broken = verify(&toml).await?;
+        let broken = verify(&case.toml).await?;
         let problems: Vec<(&str, ProblemKind, i64, i64)> = broken
             .problems
             .iter()
             .map(|p| (p.partition.as_str(), p.kind, p.from, p.until))
             .collect();
-        let p0 = format!("{}/0", topic.name);
+        let p0 = format!("{}/0", case.topic.name);
         ensure!(
             problems == [(p0.as_str(), ProblemKind::WrongStart, 0, 50)],
             "{name}: {broken}"
@@ -246,16 +260,7 @@ async fn verify_upsert_compares_the_last_write_per_key() -> Result<()> {
     let env = TestEnv::get().await;
     for db in every_db().await? {
         let name = db.name();
-        let topic = env.topic("verify-upsert", PARTITIONS).await?;
-        let producer = env.producer()?;
-        let dir = tempfile::tempdir()?;
-        let toml = pipeline_toml(
-            env,
-            &topic,
-            &db,
-            &dir.path().display().to_string(),
-            &upsert_sink(),
-        );
+        let case = Case::new(env, &db, "verify-upsert", &upsert_sink()).await?;
         let keyed = |id: i64, value: Option<String>| {
             let partition = i32::try_from(id % i64::from(PARTITIONS)).unwrap_or(0);
             (partition, format!("{{\"id\":{id}}}"), value)
@@ -263,8 +268,8 @@ async fn verify_upsert_compares_the_last_write_per_key() -> Result<()> {
         let first: Vec<_> = (0..30)
             .map(|id| keyed(id, Some(format!(r#"{{"id":{id},"name":"v1"}}"#))))
             .collect();
-        produce(&producer, &topic, &first).await?;
-        run_one_batch(&toml).await?;
+        produce(&case.producer, &case.topic, &first).await?;
+        run_one_batch(&case.toml).await?;
         // Rewrites of 0..10 and tombstones of 10..15, partly in the same batch as a write.
         let mut second: Vec<_> = (0..10)
             .map(|id| keyed(id, Some(format!(r#"{{"id":{id},"name":"v2"}}"#))))
@@ -272,10 +277,10 @@ async fn verify_upsert_compares_the_last_write_per_key() -> Result<()> {
         second.extend((10..15).map(|id| keyed(id, None)));
         second.push(keyed(40, Some(r#"{"id":40,"name":"v1"}"#.to_owned())));
         second.push(keyed(40, None));
-        produce(&producer, &topic, &second).await?;
-        run_one_batch(&toml).await?;
+        produce(&case.producer, &case.topic, &second).await?;
+        run_one_batch(&case.toml).await?;
 
-        let clean = verify(&toml).await?;
+        let clean = verify(&case.toml).await?;
         ensure!(clean.is_clean(), "{name}: {clean}");
         ensure!(clean.table_rows == 25, "{name}: {clean}");
 
@@ -285,7 +290,7 @@ async fn verify_upsert_compares_the_last_write_per_key() -> Result<()> {
         execute(&db, "DELETE FROM verified WHERE id = 20").await?;
         execute(&db, "INSERT INTO verified (id, name) VALUES (12, 'v1')").await?;
         execute(&db, "INSERT INTO verified (id, name) VALUES (999, 'x')").await?;
-        let tampered = verify(&toml).await?;
+        let tampered = verify(&case.toml).await?;
         ensure!(
             (
                 tampered.missing,
@@ -311,19 +316,11 @@ async fn weir_verify_prints_json_and_exits_non_zero_on_a_difference() -> Result<
         .into_iter()
         .find(|db| db.name() == "sqlite")
         .context("no SQLite database")?;
-    let topic = env.topic("verify-cli", PARTITIONS).await?;
-    let dir = tempfile::tempdir()?;
-    let toml = pipeline_toml(
-        env,
-        &topic,
-        &db,
-        &dir.path().join("checkpoint").display().to_string(),
-        &append_sink(),
-    );
-    produce(&env.producer()?, &topic, &orders(0..30)).await?;
-    run_one_batch(&toml).await?;
-    let file = dir.path().join("pipeline.toml");
-    std::fs::write(&file, &toml)?;
+    let case = Case::new(env, &db, "verify-cli", &append_sink()).await?;
+    produce(&case.producer, &case.topic, &orders(0..30)).await?;
+    run_one_batch(&case.toml).await?;
+    let file = case.dir.path().join("pipeline.toml");
+    std::fs::write(&file, &case.toml)?;
     let weir = |json: bool| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
         command.arg("verify").arg(&file);

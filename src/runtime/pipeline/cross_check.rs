@@ -27,6 +27,7 @@ use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::plan::{BatchTime, TopicPartition};
+use crate::runtime::run_blocking;
 use crate::sink::{CommittedPosition, CommittedPositions, Sink, source_partition_id};
 use crate::source::KafkaSource;
 
@@ -73,20 +74,7 @@ pub(super) async fn reconcile<S: Sink>(
         return Ok(store);
     };
     let dir = store.dir().to_path_buf();
-    if !identity.operators.is_empty() || identity.output_partitions.is_some() {
-        return Err(Error::SinkAhead {
-            range: first.sink.range.clone(),
-            message: format!(
-                "the sink committed it in batch {}, but checkpoint {} {}: the checkpoint was lost or restored from an old copy. This pipeline keeps state or shuffles by key, which cannot be rebuilt from the sink: restore the newest checkpoint",
-                first.sink.batch_time,
-                dir.display(),
-                match first.checkpoint {
-                    Some(position) => format!("holds {tp} only up to offset {position}"),
-                    None => format!("does not know {tp}"),
-                },
-            ),
-        });
-    }
+    refuse_if_stateful(identity, &dir, tp, first)?;
 
     let mut positions = match &known {
         Some((positions, _)) => positions.clone(),
@@ -142,6 +130,32 @@ pub(super) async fn reconcile<S: Sink>(
         info!(message = "The old checkpoint files are kept for inspection; remove them when done.", dir = %aside.display());
     }
     Ok(store)
+}
+
+/// The error for a pipeline whose state cannot be rebuilt from the sink (stateful operators, or
+/// output partitions that are not the Kafka partitions), given the first partition `tp` where
+/// the sink is ahead of the checkpoint in `dir`.
+fn refuse_if_stateful(
+    identity: &PipelineIdentity,
+    dir: &Path,
+    tp: &TopicPartition,
+    lead: &Lead,
+) -> Result<()> {
+    if identity.operators.is_empty() && identity.output_partitions.is_none() {
+        return Ok(());
+    }
+    let known = match lead.checkpoint {
+        Some(position) => format!("holds {tp} only up to offset {position}"),
+        None => format!("does not know {tp}"),
+    };
+    Err(Error::SinkAhead {
+        range: lead.sink.range.clone(),
+        message: format!(
+            "the sink committed it in batch {}, but checkpoint {} {known}: the checkpoint was lost or restored from an old copy. This pipeline keeps state or shuffles by key, which cannot be rebuilt from the sink: restore the newest checkpoint",
+            lead.sink.batch_time,
+            dir.display(),
+        ),
+    })
 }
 
 /// The sink's newest commit per Kafka partition of the configured topics, from the output
@@ -245,12 +259,10 @@ async fn with_store<T: Send + 'static>(
     mut store: CheckpointStore,
     f: impl FnOnce(&mut CheckpointStore) -> Result<T> + Send + 'static,
 ) -> Result<(CheckpointStore, T)> {
-    tokio::task::spawn_blocking(move || f(&mut store).map(|value| (store, value)))
-        .await
-        .map_err(|e| Error::TaskFailed {
-            what: "the start-up cross-check of the checkpoint".to_owned(),
-            message: e.to_string(),
-        })?
+    run_blocking("the start-up cross-check of the checkpoint", move || {
+        f(&mut store).map(|value| (store, value))
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -323,6 +335,32 @@ mod tests {
         // A checkpoint at or after the sink everywhere agrees with it.
         let current: BTreeMap<_, _> = [(p0, 200), (p1, 50), (p2, 9)].into_iter().collect();
         assert!(leads(Some(&current), &sink).is_empty());
+    }
+
+    #[test]
+    fn a_stateful_pipeline_behind_its_sink_stops() {
+        let t0 = tp("t", 0);
+        let lead = Lead {
+            checkpoint: Some(120),
+            sink: committed(5, &t0, 100, 200),
+        };
+        let dir = Path::new("/ckpt");
+        let stateless = PipelineIdentity::new("p", ["t"], "sqlite://x table=y");
+        assert!(refuse_if_stateful(&stateless, dir, &t0, &lead).is_ok());
+        for stateful in [
+            stateless.clone().with_operator("counts", 1),
+            stateless.clone().with_output_partitions(8),
+        ] {
+            let e = refuse_if_stateful(&stateful, dir, &t0, &lead).unwrap_err();
+            assert!(matches!(e, Error::SinkAhead { .. }), "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("t/0[100..200)")
+                    && text.contains("batch 5")
+                    && text.contains("/ckpt holds t/0 only up to offset 120"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
