@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, warn};
@@ -532,7 +532,7 @@ impl KafkaSource {
             return Ok(());
         }
         state.received = offset + 1;
-        let record = to_record(message);
+        let record = Record::from_message(message);
         match open.get_mut(&tp) {
             Some(batch) if offset < batch.range.until => {
                 batch.records.push(record);
@@ -624,25 +624,6 @@ impl KafkaSource {
         self.consumer
             .commit(&list, CommitMode::Async)
             .map_err(|e| Error::kafka("committing offsets to the consumer group", e))
-    }
-}
-
-fn to_record(message: &BorrowedMessage<'_>) -> Record {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        })
-        .unwrap_or_default();
-    Record {
-        offset: message.offset(),
-        timestamp: message.timestamp().to_millis(),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers,
     }
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
@@ -125,7 +124,7 @@ fn read_blocking(
                     read.records
                         .entry(tp.clone())
                         .or_default()
-                        .push(to_record(&message));
+                        .push(Record::from_message(&message));
                     received += 1;
                     if received.is_multiple_of(PROGRESS_EVERY) {
                         progress(Progress::Kafka {
@@ -243,23 +242,4 @@ fn check_read_error(error: KafkaError, open: &BTreeMap<TopicPartition, (i64, i64
     }
     tracing::warn!(message = "Kafka read failed; retrying.", %error);
     Ok(())
-}
-
-fn to_record(message: &BorrowedMessage<'_>) -> Record {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        })
-        .unwrap_or_default();
-    Record {
-        offset: message.offset(),
-        timestamp: message.timestamp().to_millis(),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers,
-    }
 }
