@@ -239,7 +239,7 @@ async fn scheduler(
     topic: &str,
     dir: &Path,
     max_batches: Option<u64>,
-) -> Result<Scheduler<CountingJob>> {
+) -> Result<Scheduler<KafkaSource, CountingJob>> {
     let dir = dir.to_path_buf();
     let store = tokio::task::spawn_blocking(move || CheckpointStore::open(dir)).await??;
     let mut source_config = KafkaSourceConfig::new(brokers, vec![topic.to_owned()]);

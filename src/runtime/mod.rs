@@ -14,5 +14,6 @@ pub mod shutdown;
 pub(crate) use blocking::run_blocking;
 
 pub use job::{BatchJob, BatchOutcome, TableJob};
+pub(crate) use pipeline::refuse_when_sink_ahead;
 pub use pipeline::{pipeline_identity, run_pipeline};
 pub use scheduler::{RunSummary, Schedule, Scheduler};

@@ -2,6 +2,8 @@
 
 mod cross_check;
 
+pub(crate) use cross_check::refuse_when_sink_ahead;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;

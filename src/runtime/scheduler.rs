@@ -24,7 +24,10 @@ use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, BatchTime, TopicPartition, interval_millis};
 use crate::rate::{BatchStats, RateController};
-use crate::source::{KafkaSource, Planner, lags};
+use crate::source::{Planner, Source, lags};
+
+/// Time between attempts to write a checkpoint that failed with an error that may pass.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 
 /// Timing of a pipeline.
 #[derive(Debug, Clone)]
@@ -60,9 +63,9 @@ pub struct RunSummary {
 }
 
 /// Runs one pipeline until shutdown.
-pub struct Scheduler<J> {
+pub struct Scheduler<S, J> {
     schedule: Schedule,
-    source: KafkaSource,
+    source: S,
     planner: Planner,
     rate: RateController,
     store: Arc<Mutex<CheckpointStore>>,
@@ -70,11 +73,11 @@ pub struct Scheduler<J> {
     shutdown: CancellationToken,
 }
 
-impl<J: BatchJob> Scheduler<J> {
+impl<S: Source, J: BatchJob> Scheduler<S, J> {
     /// A scheduler over an open checkpoint store.
     pub fn new(
         schedule: Schedule,
-        source: KafkaSource,
+        source: S,
         planner: Planner,
         rate: RateController,
         store: CheckpointStore,
@@ -142,7 +145,7 @@ impl<J: BatchJob> Scheduler<J> {
             self.planner.advance(&plan)?;
             fail::fail_point!("runtime::after_plan_logged");
 
-            let outcome = self.execute(&plan).instrument(span.clone()).await?;
+            let outcome = self.execute(&plan, false).instrument(span.clone()).await?;
             fail::fail_point!("runtime::after_sink_before_snapshot");
             let processing = started.elapsed();
             last_t = t;
@@ -219,7 +222,7 @@ impl<J: BatchJob> Scheduler<J> {
                 let mut last_t = snapshot.batch_time;
                 for plan in &plans {
                     let span = info_span!("replay", batch_time = %plan.batch_time);
-                    self.execute(plan).instrument(span).await?;
+                    self.execute(plan, true).instrument(span).await?;
                     self.planner.advance(plan)?;
                     last_t = plan.batch_time;
                     summary.replayed += 1;
@@ -236,22 +239,22 @@ impl<J: BatchJob> Scheduler<J> {
         }
     }
 
-    async fn execute(&mut self, plan: &BatchPlan) -> Result<BatchOutcome> {
+    async fn execute(&mut self, plan: &BatchPlan, replay: bool) -> Result<BatchOutcome> {
         let assigned = self.source.assigned();
         if plan.ranges.iter().any(|r| !assigned.contains(&r.tp)) {
             // A partition appeared: assign everything again at the plan's starting offsets.
             let positions = plan.ranges.iter().map(|r| (r.tp.clone(), r.from)).collect();
             self.source.assign(&positions)?;
         }
-        let input = self.source.fetch(plan).await?;
+        let input = self.source.fetch(plan, replay).await?;
         fail::fail_point!("runtime::after_fetch");
         self.job.run_batch(plan, input).await
     }
 
     async fn log_plan(&self, plan: &BatchPlan) -> Result<()> {
-        let store = Arc::clone(&self.store);
         let record = plan.clone();
-        run_blocking("logging a plan", move || lock(&store)?.append_plan(&record)).await?;
+        self.write_checkpoint("logging a plan", move |store| store.append_plan(&record))
+            .await?;
         if is_idle(plan) {
             debug!(message = "Planned batch.", batch_time = %plan.batch_time);
         } else {
@@ -269,11 +272,50 @@ impl<J: BatchJob> Scheduler<J> {
             operator_state: self.job.state(),
             identity: self.schedule.identity.clone(),
         };
-        let store = Arc::clone(&self.store);
-        run_blocking("writing a snapshot", move || {
-            lock(&store)?.write_snapshot(&snapshot)
+        self.write_checkpoint("writing a snapshot", move |store| {
+            store.write_snapshot(&snapshot)
         })
         .await
+    }
+
+    /// Runs a checkpoint write, and while it fails with an error that may pass (a full disk),
+    /// tries again every second: the pipeline pauses instead of exiting, and resumes by itself
+    /// once space is freed. Nothing is planned or written to the sink while it waits, so the
+    /// sink stops advancing too. Shutdown ends the wait with the error.
+    async fn write_checkpoint(
+        &self,
+        what: &'static str,
+        write: impl Fn(&mut CheckpointStore) -> Result<()> + Send + Sync + 'static,
+    ) -> Result<()> {
+        let write = Arc::new(write);
+        let mut paused = false;
+        loop {
+            let store = Arc::clone(&self.store);
+            let attempt = Arc::clone(&write);
+            match run_blocking(what, move || attempt(&mut *lock(&store)?)).await {
+                Ok(()) => {
+                    if paused {
+                        info!(message = "Checkpoint writes succeed again; resuming.", pipeline = %self.schedule.pipeline);
+                    }
+                    return Ok(());
+                }
+                Err(error) if error.is_retryable() => {
+                    if !paused {
+                        warn!(
+                            message = "Checkpoint directory is full or failing; pausing until a write succeeds. Free space to resume.",
+                            pipeline = %self.schedule.pipeline,
+                            %error,
+                        );
+                        paused = true;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(CHECKPOINT_RETRY) => {}
+                        () = self.shutdown.cancelled() => return Err(error),
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Sleeps until the wall clock reaches `t`; false when shutdown came first.

@@ -15,15 +15,17 @@ use crate::config::{MIN_BATCH_INTERVAL, duration};
 use crate::error::{Error, Result};
 use crate::plan::interval_millis;
 use crate::rate::RateController;
-use crate::runtime::run_blocking;
 use crate::runtime::{RunSummary, Schedule, Scheduler};
+use crate::runtime::{refuse_when_sink_ahead, run_blocking};
 use crate::sink::Sink;
-use crate::source::{KafkaSource, KafkaSourceConfig, Planner};
+use crate::source::{
+    FileSource, KafkaSource, KafkaSourceConfig, Planner, SocketSource, SourceKind, SourceSet,
+};
 
 use super::dstream::{DStream, lock};
 use super::graph::{Graph, Layout};
 use super::job::StreamJob;
-use super::source::{FromKafka, Json, KafkaInput};
+use super::source::{FromKafka, Json, KafkaInput, TextFileInput};
 
 /// The number of output partitions of keyed streams when the configuration does not say.
 pub const DEFAULT_OUTPUT_PARTITIONS: u32 = 4;
@@ -201,6 +203,49 @@ impl StreamingContext {
         DStream::new(Arc::clone(&self.graph), id)
     }
 
+    /// A stream of the lines of the text files that appear in `dir` (Spark's `textFileStream`,
+    /// HDFSWordCount's source), **exactly once**: each file is read in one batch, and a batch
+    /// replayed after a crash reads the same files again. A file must be complete when it
+    /// appears (write it elsewhere, or under a name starting with `.` or `_`, and rename it in)
+    /// and must stay unchanged until the checkpoint is reset; files already in `dir` at the
+    /// first start are read too. Each file is one partition of a batch's single source
+    /// partition; a file that is not UTF-8 stops the pipeline with an error that names it.
+    pub fn text_file_stream(&self, dir: impl AsRef<Path>) -> DStream<String> {
+        let mut graph = lock(&self.graph);
+        let dir = match std::path::absolute(dir.as_ref()) {
+            Ok(dir) => dir,
+            Err(e) => {
+                graph.error(Error::io(dir.as_ref(), e));
+                dir.as_ref().to_path_buf()
+            }
+        };
+        let topic = SourceKind::file_topic(&dir);
+        graph.subscribe(std::slice::from_ref(&topic));
+        let set = BTreeSet::from([topic.clone()]);
+        let id = graph.add(Box::new(TextFileInput { topic }), Layout::Source(set), &[]);
+        drop(graph);
+        DStream::new(Arc::clone(&self.graph), id)
+    }
+
+    /// A stream of the lines a TCP server at `host:port` sends (Spark's `socketTextStream`),
+    /// **at most once**: a socket cannot be read twice, so lines in flight when the process
+    /// dies, and lines sent while it is down, are lost (never duplicated). For demos such as
+    /// `nc -lk 9999`; put input that matters in Kafka. The source connects when the program
+    /// runs and reconnects every second when the server goes away.
+    pub fn socket_text_stream(&self, host: &str, port: u16) -> DStream<String> {
+        let topic = SourceKind::socket_topic(host, port);
+        let mut graph = lock(&self.graph);
+        graph.subscribe(std::slice::from_ref(&topic));
+        let set = BTreeSet::from([topic]);
+        let node = KafkaInput::<String> {
+            topics: set.clone(),
+            _items: PhantomData,
+        };
+        let id = graph.add(Box::new(node), Layout::Source(set), &[]);
+        drop(graph);
+        DStream::new(Arc::clone(&self.graph), id)
+    }
+
     /// A stream of the values of `topics` decoded from JSON into `T`.
     pub fn kafka_json_stream<T: serde::de::DeserializeOwned + super::Data>(
         &self,
@@ -250,9 +295,14 @@ impl StreamingContext {
                 "a streaming context needs a checkpoint directory: call checkpoint(dir) or build it with get_or_create(dir, …)",
             )
         })?;
+        let mut others = Vec::new();
         for topic in &graph.topics {
-            if !config.source.topics.contains(topic) {
-                config.source.topics.push(topic.clone());
+            match SourceKind::of(topic)? {
+                SourceKind::Kafka if !config.source.topics.contains(topic) => {
+                    config.source.topics.push(topic.clone());
+                }
+                SourceKind::Kafka => {}
+                kind => others.push((topic.clone(), kind)),
             }
         }
         let checkpoint_interval = validate(&config, batch_interval, &mut graph)?;
@@ -264,18 +314,44 @@ impl StreamingContext {
         })
         .await?;
         let mut sinks = Vec::new();
+        let mut committed = Vec::new();
         for stream_sink in std::mem::take(&mut graph.sinks) {
             let mut sink = stream_sink.sink;
             sink.open().await?;
+            committed.push(
+                sink.committed_positions(&stream_sink.commit_pipeline)
+                    .await?,
+            );
             let parallelism = usize::try_from(sink.config().pool_size).unwrap_or(1);
             sinks.push((Arc::new(sink), parallelism));
         }
+        let store = refuse_when_sink_ahead(store, &identity, committed).await?;
         let group = config
             .source
             .group_id
             .clone()
             .unwrap_or_else(|| format!("weir-{}", config.name));
-        let source = KafkaSource::connect(&config.source, &group)?;
+        let mut source = SourceSet::new();
+        if !config.source.topics.is_empty() {
+            let topics = config.source.topics.iter().cloned().collect();
+            source = source.with_kafka(topics, KafkaSource::connect(&config.source, &group)?);
+        }
+        for (_, kind) in others {
+            match kind {
+                SourceKind::Files(input) => {
+                    let checkpoint = dir.clone();
+                    let files = run_blocking("reading a file source's list", move || {
+                        FileSource::open(&input, &checkpoint)
+                    })
+                    .await?;
+                    source = source.with_files(files);
+                }
+                SourceKind::Socket { host, port } => {
+                    source = source.with_socket(SocketSource::new(host, port));
+                }
+                SourceKind::Kafka => {}
+            }
+        }
         let planner = Planner::new(config.source.on_data_loss);
         let rate = RateController::new(config.source.rate_config(), batch_interval)?;
         info!(message = "Streaming program built.", pipeline = %config.name, %identity);
@@ -336,7 +412,15 @@ fn validate(config: &StreamConfig, interval: Duration, graph: &mut Graph) -> Res
             ));
         }
     }
-    config.source.validate()?;
+    if graph.topics.is_empty() && config.source.topics.is_empty() {
+        return Err(Error::config(
+            "source",
+            "the program reads no stream; create one with kafka_direct_stream, text_file_stream or socket_text_stream",
+        ));
+    }
+    if !config.source.topics.is_empty() {
+        config.source.validate()?;
+    }
     // Snapshots fall on slide boundaries: a multiple of the interval and of every slide.
     let step = graph
         .slides
@@ -382,11 +466,9 @@ fn identity(config: &StreamConfig, graph: &Graph) -> PipelineIdentity {
     } else {
         sinks.join("; ")
     };
-    let mut identity = PipelineIdentity::new(
-        config.name.clone(),
-        config.source.topics.iter().cloned(),
-        sink,
-    );
+    let mut topics: BTreeSet<String> = config.source.topics.iter().cloned().collect();
+    topics.extend(graph.topics.iter().cloned());
+    let mut identity = PipelineIdentity::new(config.name.clone(), topics, sink);
     for operator in graph.operators() {
         identity = identity.with_operator(operator.id, operator.schema_version);
     }

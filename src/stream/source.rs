@@ -1,5 +1,6 @@
-//! Kafka input streams: how a record becomes an item ([`FromKafka`]), and the node that decodes
-//! each planned range into the partition of its Kafka partition.
+//! Input streams: how a record becomes an item ([`FromKafka`]), the node that decodes each
+//! planned range into the partition of its Kafka partition (also used for socket lines), and the
+//! node that splits a directory source's files into lines.
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
@@ -121,6 +122,37 @@ impl<V: FromKafka> Node for KafkaInput<V> {
                 items.extend(V::from_kafka(tp, record)?);
             }
             out.insert(PartitionId::Source(tp.clone()), items);
+        }
+        step.put(Some(out));
+        Ok(())
+    }
+}
+
+/// Splits the files of a directory source into lines, one partition for the source's one
+/// partition (empty when the batch found no new file).
+pub(crate) struct TextFileInput {
+    pub(crate) topic: String,
+}
+
+impl Node for TextFileInput {
+    fn compute(&mut self, step: &mut Step<'_>) -> Result<()> {
+        let mut out: Batch<String> = Batch::new();
+        for batch in step.input.records {
+            let tp = &batch.range.tp;
+            if tp.topic != self.topic {
+                continue;
+            }
+            let mut lines = Vec::new();
+            for file in &batch.records {
+                let text = std::str::from_utf8(file.value.as_deref().unwrap_or_default()).map_err(
+                    |e| {
+                        let path = String::from_utf8_lossy(file.key.as_deref().unwrap_or_default());
+                        undecodable(tp, file, format!("file {path} is not UTF-8 text: {e}"))
+                    },
+                )?;
+                lines.extend(text.lines().map(str::to_owned));
+            }
+            out.insert(PartitionId::Source(tp.clone()), lines);
         }
         step.put(Some(out));
         Ok(())

@@ -130,7 +130,7 @@ impl EngineSetup {
         job: RecordingJob,
         shutdown: CancellationToken,
         max_batches: Option<u64>,
-    ) -> weir::Result<Scheduler<RecordingJob>> {
+    ) -> weir::Result<Scheduler<KafkaSource, RecordingJob>> {
         let dir = self.dir.clone();
         let keep = NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN);
         let store = tokio::task::spawn_blocking(move || {

@@ -1,6 +1,7 @@
 //! Streams into SQL tables through the transactional sink, on the real broker and databases:
 //! PersistWordCount into MariaDB through crashes (replayed batches find their commit rows), two
-//! runs over the same topic giving identical tables (determinism), and sliding windows of a keyed
+//! runs over the same topic giving identical tables (determinism), a lost checkpoint refused
+//! rather than counted again over the table, and sliding windows of a keyed
 //! stream appended to PostgreSQL, committed every batch, between slides too.
 
 use std::collections::BTreeMap;
@@ -65,6 +66,22 @@ async fn persist_word_count_lands_exactly_once_and_deterministically() -> Result
         let table = mysql_table(&db.pool).await?;
         ensure!(table == expected, "table {table:?} != {expected:?}");
         tables.push(table);
+
+        // A lost checkpoint: the running counts cannot be rebuilt from the table, so the
+        // program refuses to start over it rather than count every word again.
+        let lost = tempfile::tempdir()?;
+        let error = program
+            .run_expecting_error(lost.path(), &input, |l| build(l, None))
+            .await?;
+        ensure!(
+            error.contains("sink and checkpoint disagree")
+                && error.contains("restore the newest checkpoint"),
+            "{error}"
+        );
+        ensure!(
+            mysql_table(&db.pool).await? == expected,
+            "the refused start wrote rows"
+        );
     }
     ensure!(tables[0] == tables[1], "two runs gave different tables");
     Ok(())

@@ -132,6 +132,60 @@ pub(super) async fn reconcile<S: Sink>(
     Ok(store)
 }
 
+/// The start-up cross-check of a streaming program: recovers `store` and fails with
+/// [`Error::SinkAhead`] when a sink committed offsets the checkpoint does not know. `committed`
+/// holds each sink's commit table rows for the program, whatever their output partition. A
+/// streaming program keeps state or shuffles by key, or may at any time, so it never resumes
+/// from the sink: the checkpoint must be restored. Returns the store, ready for the scheduler.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads.
+pub(crate) async fn refuse_when_sink_ahead(
+    store: CheckpointStore,
+    identity: &PipelineIdentity,
+    committed: Vec<CommittedPositions>,
+) -> Result<CheckpointStore> {
+    if committed.iter().all(BTreeMap::is_empty) {
+        return Ok(store);
+    }
+    let recover_as = identity.clone();
+    let (store, known) = with_store(store, move |store| {
+        Ok(match store.recover(&recover_as)? {
+            Recovery::Fresh => None,
+            Recovery::Resume { .. } => Some(store.positions().cloned().unwrap_or_default()),
+        })
+    })
+    .await?;
+    // A keyed program's output partitions each cover every Kafka partition: the sink's
+    // position of a partition is the furthest any output partition reached.
+    let mut at_sink: BTreeMap<TopicPartition, CommittedPosition> = BTreeMap::new();
+    for ((_, tp), position) in committed.into_iter().flatten() {
+        let further = at_sink
+            .get(&tp)
+            .is_none_or(|p| position.range.until > p.range.until);
+        if further {
+            at_sink.insert(tp, position);
+        }
+    }
+    let leads = leads(known.as_ref(), &at_sink);
+    let Some((tp, first)) = leads.iter().next() else {
+        return Ok(store);
+    };
+    let known = match first.checkpoint {
+        Some(position) => format!("holds {tp} only up to offset {position}"),
+        None => format!("does not know {tp}"),
+    };
+    Err(Error::SinkAhead {
+        range: first.sink.range.clone(),
+        message: format!(
+            "the sink committed it in batch {}, but checkpoint {} {known}: the checkpoint was lost or restored from an old copy. A streaming program's state cannot be rebuilt from its sink: restore the newest checkpoint, or delete this program's rows from the sink's weir_commits and weir_offsets tables (and its output) to start over",
+            first.sink.batch_time,
+            store.dir().display(),
+        ),
+    })
+}
+
 /// The error for a pipeline whose state cannot be rebuilt from the sink (stateful operators, or
 /// output partitions that are not the Kafka partitions), given the first partition `tp` where
 /// the sink is ahead of the checkpoint in `dir`.
