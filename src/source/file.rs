@@ -123,18 +123,14 @@ impl Source for FileSource {
             log_start: 0,
             stable_end: self.end(),
         };
-        Ok(partitions
-            .iter()
-            .filter(|tp| **tp == self.partition())
-            .map(|tp| (tp.clone(), watermarks))
-            .collect())
+        Ok(super::answer_for(partitions, &self.partition(), watermarks))
     }
 
     async fn starting_positions(
         &mut self,
         partitions: &BTreeSet<TopicPartition>,
     ) -> Result<BTreeMap<TopicPartition, i64>> {
-        Ok(partitions.iter().map(|tp| (tp.clone(), 0)).collect())
+        Ok(super::answer_for(partitions, &self.partition(), 0))
     }
 
     fn assign(&mut self, positions: &BTreeMap<TopicPartition, i64>) -> Result<()> {

@@ -109,6 +109,20 @@ pub trait Source: Send {
     }
 }
 
+/// A one-partition source's answer about `partitions`: `value` for its own partition `own`, if
+/// asked, and nothing for others.
+fn answer_for<V>(
+    partitions: &BTreeSet<TopicPartition>,
+    own: &TopicPartition,
+    value: V,
+) -> BTreeMap<TopicPartition, V> {
+    partitions
+        .get(own)
+        .map(|tp| (tp.clone(), value))
+        .into_iter()
+        .collect()
+}
+
 impl Source for KafkaSource {
     async fn discover(&mut self) -> Result<BTreeSet<TopicPartition>> {
         KafkaSource::discover(self).await
