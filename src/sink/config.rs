@@ -3,7 +3,9 @@
 //! The keys follow Kafka Connect's JDBC sink where they overlap (`insert.mode` → `mode`,
 //! `pk.mode` → `key_source`, `pk.fields` → `key`, `auto.create` → `create_table`,
 //! `delete.enabled` → `delete_on_tombstone`, `batch.size` → `batch_size`, `errors.tolerance` →
-//! `on_error`).
+//! `on_error`). `mode = "increment"` has no Connect counterpart: it upserts by `key` but adds the
+//! `increment` columns to what the row holds (`count = count + excluded.count`), which only an
+//! exactly-once sink can offer, since a replayed increment would count twice.
 //!
 //! ```
 //! use weir::sink::SqlSinkConfig;
@@ -26,6 +28,22 @@
 //! "#).unwrap();
 //! config.validate().unwrap();
 //! assert_eq!(config.columns[1].pointer(), "/amount/total");
+//! ```
+//!
+//! Running totals, e.g. the per-batch counts of a stateless word count:
+//!
+//! ```
+//! use weir::sink::{SqlSinkConfig, WriteMode};
+//! let config: SqlSinkConfig = toml::from_str(r#"
+//!     table = "word_counts"
+//!     mode = "increment"
+//!     key = ["word"]
+//!     increment = ["count"]
+//!     create_table = true
+//!     columns = [{ name = "word", type = "text" }, { name = "count", type = "bigint" }]
+//! "#).unwrap();
+//! config.validate().unwrap();
+//! assert_eq!(config.mode, WriteMode::Increment);
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -54,13 +72,21 @@ pub struct SqlSinkConfig {
     pub schema: Option<String>,
     /// The target table.
     pub table: String,
-    /// `append` inserts every record; `upsert` inserts or updates by `key`.
+    /// `append` inserts every record; `upsert` inserts or updates by `key`; `increment` inserts
+    /// or adds to the `increment` columns by `key`.
     #[serde(default)]
     pub mode: WriteMode,
-    /// Upsert key column names (the table's primary key or a unique key). Required in upsert
-    /// mode; with `key_source = "kafka"` it defaults to the topic, partition and offset columns.
+    /// Key column names (the table's primary key or a unique key). Required in upsert and
+    /// increment mode; with `key_source = "kafka"` it defaults to the topic, partition and offset
+    /// columns.
     #[serde(default)]
     pub key: Vec<String>,
+    /// Increment mode: the columns added to (`count = count + excluded.count`); the other
+    /// non-key columns are overwritten, the last write winning. Each must be a `[[columns]]`
+    /// entry of type `bigint`, `integer` or `numeric` (not on SQLite, which stores numerics as
+    /// text), and not a key column. Required, and only allowed, in increment mode.
+    #[serde(default)]
+    pub increment: Vec<String>,
     /// Where the key columns' values come from.
     #[serde(default)]
     pub key_source: KeySource,
@@ -84,7 +110,7 @@ pub struct SqlSinkConfig {
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Whether a tombstone (a record with a null value) deletes its key's row. Upsert mode only;
-    /// default true there.
+    /// default true there. Increment mode ignores tombstones (a total cannot be un-added).
     #[serde(default)]
     pub delete_on_tombstone: Option<bool>,
 }
@@ -99,6 +125,26 @@ pub enum WriteMode {
     /// Insert or update by the key; within a batch the last write to a key wins, and a tombstone
     /// deletes the key's row.
     Upsert,
+    /// Insert or update by the key, adding each record's `increment` columns to the row's
+    /// (`count = count + excluded.count`) and overwriting the other non-key columns. Exactly
+    /// once, because the additions commit with the commit row. Tombstones are skipped.
+    Increment,
+}
+
+impl WriteMode {
+    /// The mode as written in the configuration: `append`, `upsert` or `increment`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Upsert => "upsert",
+            Self::Increment => "increment",
+        }
+    }
+
+    /// Whether rows are keyed: an existing row with the key is updated, not appended to.
+    pub fn is_keyed(self) -> bool {
+        matches!(self, Self::Upsert | Self::Increment)
+    }
 }
 
 /// Where the key columns' values come from.
@@ -273,6 +319,7 @@ impl SqlSinkConfig {
             table: table.into(),
             mode: WriteMode::Append,
             key: Vec::new(),
+            increment: Vec::new(),
             key_source: KeySource::Value,
             on_error: OnError::Fail,
             create_table: false,
@@ -350,6 +397,7 @@ impl SqlSinkConfig {
         }
         self.validate_unique_names()?;
         self.validate_key()?;
+        self.validate_increment()?;
         if self.pool_size == 0 {
             return Err(Error::config("sink.pool_size", "must be at least 1"));
         }
@@ -398,10 +446,13 @@ impl SqlSinkConfig {
         for (i, k) in self.key.iter().enumerate() {
             validate_identifier(&format!("sink.key[{i}]"), k)?;
         }
-        if self.mode == WriteMode::Upsert && key.is_empty() {
+        if self.mode.is_keyed() && key.is_empty() {
             return Err(Error::config(
                 "sink.key",
-                "upsert mode needs key columns, e.g. key = [\"id\"]",
+                format!(
+                    "{} mode needs key columns, e.g. key = [\"id\"]",
+                    self.mode.name()
+                ),
             ));
         }
         let names = self.column_names();
@@ -446,6 +497,79 @@ impl SqlSinkConfig {
                         format!("sink.key[{i}]"),
                         format!(
                             "{k:?} is a metadata column; key on Kafka coordinates with key_source = \"kafka\""
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `increment` list against the mode, the columns, the key and the database.
+    fn validate_increment(&self) -> Result<()> {
+        if self.mode != WriteMode::Increment {
+            if !self.increment.is_empty() {
+                return Err(Error::config(
+                    "sink.increment",
+                    format!(
+                        "increment columns are only used with mode = \"increment\" (the mode is {:?})",
+                        self.mode.name()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if self.increment.is_empty() {
+            return Err(Error::config(
+                "sink.increment",
+                "increment mode needs the columns to add to, e.g. increment = [\"count\"]",
+            ));
+        }
+        if self.delete_on_tombstone == Some(true) {
+            return Err(Error::config(
+                "sink.delete_on_tombstone",
+                "increment mode does not support deletes: a tombstone cannot take back what was added; remove delete_on_tombstone (tombstones are then skipped)",
+            ));
+        }
+        let key = self.key_columns();
+        let sqlite = self.dialect()? == Dialect::Sqlite;
+        for (i, name) in self.increment.iter().enumerate() {
+            let at = format!("sink.increment[{i}]");
+            validate_identifier(&at, name)?;
+            if self.increment[..i].contains(name) {
+                return Err(Error::config(at, format!("{name:?} is listed twice")));
+            }
+            if key.contains(name) {
+                return Err(Error::config(
+                    at,
+                    format!(
+                        "{name:?} is a key column; key columns name the row and cannot be added to"
+                    ),
+                ));
+            }
+            let Some(column) = self.columns.iter().find(|c| &c.name == name) else {
+                let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+                return Err(Error::config(
+                    at,
+                    format!("{name:?} is not one of the [[sink.columns]] {names:?}"),
+                ));
+            };
+            match column.column_type {
+                ColumnType::BigInt | ColumnType::Integer => {}
+                ColumnType::Numeric { .. } if !sqlite => {}
+                ColumnType::Numeric { .. } => {
+                    return Err(Error::config(
+                        at,
+                        format!(
+                            "{name:?} is numeric, which SQLite stores as text and cannot add exactly; count in a bigint column (e.g. cents) or use PostgreSQL or MySQL"
+                        ),
+                    ));
+                }
+                other => {
+                    return Err(Error::config(
+                        at,
+                        format!(
+                            "{name:?} has type {other}; increment columns must be bigint, integer or numeric (exact types, so totals do not depend on the order of additions)"
                         ),
                     ));
                 }
@@ -549,6 +673,78 @@ mod tests {
             "[metadata]\ntopic = \"t\"\n",
         );
         assert!(error_of(&kafka_missing).contains("sink.key_source"));
+    }
+
+    #[test]
+    fn increment_rules_name_the_key() {
+        let counts = "[[columns]]\nname = \"n\"\ntype = \"bigint\"\n[[columns]]\nname = \"w\"\ntype = \"text\"\n[[columns]]\nname = \"amount\"\ntype = \"numeric(12,2)\"\n";
+        let pg = "url = \"postgres://h/db\"\nmode = \"increment\"\nkey = [\"id\"]";
+        let ok = config(&format!("{pg}\nincrement = [\"n\", \"amount\"]"), counts);
+        ok.validate().unwrap();
+        assert_eq!(ok.mode, WriteMode::Increment);
+        assert!(ok.mode.is_keyed());
+        assert!(!ok.deletes_on_tombstone(), "increments never delete");
+        let cases = [
+            ("mode = \"increment\"\nincrement = [\"n\"]", "sink.key"),
+            ("mode = \"increment\"\nkey = [\"id\"]", "sink.increment"),
+            (
+                "mode = \"increment\"\nkey = [\"id\"]\nincrement = []",
+                "sink.increment",
+            ),
+            (
+                "mode = \"upsert\"\nkey = [\"id\"]\nincrement = [\"n\"]",
+                "sink.increment",
+            ),
+            ("increment = [\"n\"]", "sink.increment"),
+            (
+                "mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"n\", \"nope\"]",
+                "sink.increment[1]",
+            ),
+            (
+                "mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"id\"]",
+                "sink.increment[0]",
+            ),
+            (
+                "mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"n\", \"n\"]",
+                "sink.increment[1]",
+            ),
+            (
+                "mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"w\"]",
+                "sink.increment[0]",
+            ),
+            (
+                "mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"n;\"]",
+                "sink.increment[0]",
+            ),
+            // SQLite (the default URL) keeps numerics as text: it cannot add them exactly.
+            (
+                "mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"amount\"]",
+                "sink.increment[0]",
+            ),
+            (
+                "mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"n\"]\ndelete_on_tombstone = true",
+                "sink.delete_on_tombstone",
+            ),
+        ];
+        for (top, key) in cases {
+            let err = error_of(&config(top, counts));
+            assert!(err.contains(key), "{top}: {key}: {err}");
+        }
+        let metadata = config(
+            "mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"o\"]",
+            "[metadata]\noffset = \"o\"\n",
+        );
+        let err = error_of(&metadata);
+        assert!(
+            err.contains("sink.increment[0]") && err.contains("columns"),
+            "{err}"
+        );
+        let text = error_of(&config("mode = \"increment\"\nkey = [\"id\"]", counts));
+        assert!(text.contains("increment = [\"count\"]"), "{text}");
+        assert!(
+            toml::from_str::<SqlSinkConfig>("table = \"t\"\nincrements = [\"n\"]\n").is_err(),
+            "unknown keys stay refused"
+        );
     }
 
     #[test]

@@ -8,13 +8,24 @@ use crate::sink::value::SqlValue;
 
 /// Appends one row to `out`.
 pub(crate) fn write_row(out: &mut Vec<u8>, row: &[SqlValue]) {
+    write_values(out, row);
+    out.push(b'\n');
+}
+
+/// Appends one row to `out` with `number` as one more, last, column (the staging table of
+/// increments numbers its rows).
+pub(crate) fn write_numbered_row(out: &mut Vec<u8>, row: &[SqlValue], number: usize) {
+    write_values(out, row);
+    let _ = writeln!(out, "\t{number}");
+}
+
+fn write_values(out: &mut Vec<u8>, row: &[SqlValue]) {
     for (i, value) in row.iter().enumerate() {
         if i > 0 {
             out.push(b'\t');
         }
         write_value(out, value);
     }
-    out.push(b'\n');
 }
 
 /// Appends one value; writing to a `Vec` cannot fail, so the results are ignored.
@@ -90,5 +101,8 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "a\\tb\\nc\\\\d\\re'\"\t\\N\t\\\\x00ff\t0.1\tt\t12.50\n"
         );
+        let mut out = Vec::new();
+        write_numbered_row(&mut out, &[SqlValue::BigInt(7), SqlValue::Integer(1)], 3);
+        assert_eq!(out, b"7\t1\t3\n");
     }
 }

@@ -74,6 +74,18 @@ pub(crate) struct TableColumn {
     pub(crate) nullable: bool,
 }
 
+/// What an `INSERT` does with a row whose key is already in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Conflict {
+    /// Nothing special: a plain `INSERT` (append mode).
+    None,
+    /// Overwrite the non-key columns (upsert mode).
+    Overwrite,
+    /// Add to the columns at these positions, overwrite the other non-key columns (increment
+    /// mode).
+    Add(Vec<usize>),
+}
+
 /// The statements for one target table.
 #[derive(Debug, Clone)]
 pub(crate) struct TableSql {
@@ -83,6 +95,8 @@ pub(crate) struct TableSql {
     pub(crate) columns: Vec<TableColumn>,
     /// Positions of the key columns in `columns`.
     pub(crate) key: Vec<usize>,
+    /// What an insert does on a key conflict.
+    pub(crate) conflict: Conflict,
 }
 
 impl TableSql {
@@ -92,6 +106,7 @@ impl TableSql {
         table: &str,
         columns: Vec<TableColumn>,
         key: Vec<usize>,
+        conflict: Conflict,
     ) -> Self {
         let table = match schema {
             Some(schema) => format!("{}.{}", dialect.quote(schema), dialect.quote(table)),
@@ -102,7 +117,14 @@ impl TableSql {
             table,
             columns,
             key,
+            conflict,
         }
+    }
+
+    /// Whether PostgreSQL writes through the staging table (every keyed mode: `COPY` cannot
+    /// resolve conflicts).
+    pub(crate) fn stages(&self) -> bool {
+        self.dialect == Dialect::Postgres && self.conflict != Conflict::None
     }
 
     fn column_list(&self) -> String {
@@ -121,12 +143,13 @@ impl TableSql {
             .join(", ")
     }
 
-    /// `INSERT` of `rows` rows; with `upsert`, an update of the non-key columns on a key conflict.
-    pub(crate) fn insert(&self, rows: usize, upsert: bool) -> String {
+    /// `INSERT` of `rows` rows, resolving key conflicts as [`Conflict`] says.
+    pub(crate) fn insert(&self, rows: usize) -> String {
         let width = self.columns.len();
         let mut sql = format!(
-            "INSERT INTO {} ({}) VALUES ",
+            "INSERT INTO {}{} ({}) VALUES ",
             self.table,
+            self.target_alias(),
             self.column_list()
         );
         let mut n = 0;
@@ -147,15 +170,28 @@ impl TableSql {
             }
             sql.push(')');
         }
-        if upsert {
-            sql.push_str(&self.on_conflict());
-        }
+        sql.push_str(&self.on_conflict());
         sql
     }
 
-    /// The conflict clause of an upsert.
+    /// ` AS "weir_target"` where an increment must name the row already in the table apart from
+    /// `excluded` (PostgreSQL, where the bare column name is ambiguous; an alias also hides the
+    /// table's own name, which might be `excluded`).
+    fn target_alias(&self) -> String {
+        match (&self.conflict, self.dialect) {
+            (Conflict::Add(_), Dialect::Postgres) => format!(" AS {TARGET_ALIAS}"),
+            _ => String::new(),
+        }
+    }
+
+    /// The conflict clause of an insert: empty for appends.
     fn on_conflict(&self) -> String {
         let q = |i: usize| self.dialect.quote(&self.columns[i].name);
+        let added: &[usize] = match &self.conflict {
+            Conflict::None => return String::new(),
+            Conflict::Overwrite => &[],
+            Conflict::Add(added) => added,
+        };
         let non_key: Vec<usize> = (0..self.columns.len())
             .filter(|i| !self.key.contains(i))
             .collect();
@@ -166,7 +202,13 @@ impl TableSql {
                 } else {
                     non_key
                         .iter()
-                        .map(|&i| format!("{0} = VALUES({0})", q(i)))
+                        .map(|&i| {
+                            if added.contains(&i) {
+                                format!("{0} = {0} + VALUES({0})", q(i))
+                            } else {
+                                format!("{0} = VALUES({0})", q(i))
+                            }
+                        })
                         .collect()
                 };
                 format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
@@ -175,9 +217,22 @@ impl TableSql {
                 if non_key.is_empty() {
                     format!(" ON CONFLICT ({}) DO NOTHING", self.key_list())
                 } else {
+                    // SQLite reads a bare column name in DO UPDATE as the existing row's.
+                    // (SQLite turns a 64-bit overflow of the sum into a float, where the
+                    // others refuse the row.)
+                    let current = match self.dialect {
+                        Dialect::Postgres => format!("{TARGET_ALIAS}."),
+                        Dialect::MySql | Dialect::Sqlite => String::new(),
+                    };
                     let sets: Vec<String> = non_key
                         .iter()
-                        .map(|&i| format!("{0} = excluded.{0}", q(i)))
+                        .map(|&i| {
+                            if added.contains(&i) {
+                                format!("{0} = {current}{0} + excluded.{0}", q(i))
+                            } else {
+                                format!("{0} = excluded.{0}", q(i))
+                            }
+                        })
                         .collect();
                     format!(
                         " ON CONFLICT ({}) DO UPDATE SET {}",
@@ -207,28 +262,73 @@ impl TableSql {
         self.dialect.placeholders(&sql)
     }
 
-    /// PostgreSQL: `COPY` of every column into `target` (the table itself, or the staging table),
-    /// text format.
-    pub(crate) fn copy_into(&self, target: &str) -> String {
-        format!("COPY {target} ({}) FROM STDIN", self.column_list())
+    /// PostgreSQL: `COPY` of every column, text format, into the staging table when
+    /// [`stages`](Self::stages), else into the table itself. Staged increments carry one more
+    /// column, the row's position in the chunk (see [`copy_text::write_numbered_row`]).
+    ///
+    /// [`copy_text::write_numbered_row`]: crate::sink::copy_text::write_numbered_row
+    pub(crate) fn copy_into(&self) -> String {
+        if !self.stages() {
+            return format!("COPY {} ({}) FROM STDIN", self.table, self.column_list());
+        }
+        format!(
+            "COPY {STAGE_TABLE} ({}{}) FROM STDIN",
+            self.column_list(),
+            self.stage_sequence_column()
+        )
     }
 
-    /// PostgreSQL: the staging table for upserts, with the target's column types, dropped at
-    /// COMMIT.
+    /// `, "weir$seq"` when the stage numbers its rows (increments), else nothing.
+    fn stage_sequence_column(&self) -> String {
+        match self.conflict {
+            Conflict::Add(_) => format!(", {STAGE_SEQUENCE}"),
+            Conflict::None | Conflict::Overwrite => String::new(),
+        }
+    }
+
+    /// PostgreSQL: the staging table of keyed writes, with the target's column types (and, for
+    /// increments, the row's position), dropped at COMMIT.
     pub(crate) fn create_stage(&self) -> String {
+        let sequence = match self.conflict {
+            Conflict::Add(_) => format!(", CAST(0 AS BIGINT) AS {STAGE_SEQUENCE}"),
+            Conflict::None | Conflict::Overwrite => String::new(),
+        };
         format!(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+            "CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} ON COMMIT DROP AS SELECT {}{sequence} FROM {} WITH NO DATA",
             self.column_list(),
             self.table
         )
     }
 
-    /// PostgreSQL: upsert everything staged into the target.
+    /// PostgreSQL: upsert everything staged into the target. `ON CONFLICT DO UPDATE` may not
+    /// touch one row twice in a statement: upserts arrive reduced to one row per key, and
+    /// increments are reduced here, summing the added columns per key and taking the other
+    /// columns from the key's last row.
     pub(crate) fn upsert_from_stage(&self) -> String {
         let columns = self.column_list();
+        let Conflict::Add(added) = &self.conflict else {
+            return format!(
+                "INSERT INTO {} ({columns}) SELECT {columns} FROM {STAGE_TABLE}{}",
+                self.table,
+                self.on_conflict()
+            );
+        };
+        let q = |i: usize| self.dialect.quote(&self.columns[i].name);
+        let per_key = format!("PARTITION BY {}", self.key_list());
+        let reduced: Vec<String> = (0..self.columns.len())
+            .map(|i| {
+                if added.contains(&i) {
+                    format!("SUM({0}) OVER ({per_key}) AS {0}", q(i))
+                } else {
+                    q(i)
+                }
+            })
+            .collect();
         format!(
-            "INSERT INTO {} ({columns}) SELECT {columns} FROM {STAGE_TABLE}{}",
+            "INSERT INTO {}{} ({columns}) SELECT {columns} FROM (SELECT {}, ROW_NUMBER() OVER ({per_key} ORDER BY {STAGE_SEQUENCE} DESC) AS \"weir$last\" FROM {STAGE_TABLE}) AS \"weir$reduced\" WHERE \"weir$last\" = 1{}",
             self.table,
+            self.target_alias(),
+            reduced.join(", "),
             self.on_conflict()
         )
     }
@@ -268,14 +368,23 @@ impl TableSql {
     }
 }
 
-/// The PostgreSQL staging table of upserts (temporary, one per transaction).
+/// The PostgreSQL staging table of upserts and increments (temporary, one per transaction).
 pub(crate) const STAGE_TABLE: &str = "\"weir_stage\"";
+
+/// The PostgreSQL alias of the target table in increments.
+const TARGET_ALIAS: &str = "\"weir_target\"";
+
+/// The staging table's column that numbers an increment chunk's rows, so that the last row of
+/// a key is known. It and the other helper names of [`TableSql::upsert_from_stage`] hold a `$`,
+/// which configured names cannot (see [`crate::sink::validate_identifier`]): they never collide
+/// with a table column.
+const STAGE_SEQUENCE: &str = "\"weir$seq\"";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn table(dialect: Dialect) -> TableSql {
+    fn table(dialect: Dialect, conflict: Conflict) -> TableSql {
         let columns = vec![
             TableColumn {
                 name: "id".into(),
@@ -288,7 +397,22 @@ mod tests {
                 nullable: true,
             },
         ];
-        TableSql::new(dialect, Some("s"), "t", columns, vec![0])
+        TableSql::new(dialect, Some("s"), "t", columns, vec![0], conflict)
+    }
+
+    /// `(id, word, count)` keyed by `id`, adding to `count`.
+    fn counts(dialect: Dialect) -> TableSql {
+        let column = |name: &str, column_type| TableColumn {
+            name: name.into(),
+            column_type,
+            nullable: true,
+        };
+        let columns = vec![
+            column("id", ColumnType::BigInt),
+            column("word", ColumnType::Text),
+            column("count", ColumnType::BigInt),
+        ];
+        TableSql::new(dialect, None, "c", columns, vec![0], Conflict::Add(vec![2]))
     }
 
     #[test]
@@ -304,28 +428,59 @@ mod tests {
 
     #[test]
     fn statements_quote_identifiers_and_bind_values() {
-        let pg = table(Dialect::Postgres);
+        let pg = table(Dialect::Postgres, Conflict::Overwrite);
         assert_eq!(
-            pg.insert(2, true),
+            pg.insert(2),
             "INSERT INTO \"s\".\"t\" (\"id\", \"order\") VALUES ($1, $2), ($3, $4) ON CONFLICT (\"id\") DO UPDATE SET \"order\" = excluded.\"order\""
         );
         assert_eq!(
             pg.delete(2),
             "DELETE FROM \"s\".\"t\" WHERE (\"id\" = $1) OR (\"id\" = $2)"
         );
-        let my = table(Dialect::MySql);
+        let my = table(Dialect::MySql, Conflict::Overwrite);
         assert_eq!(
-            my.insert(1, true),
+            my.insert(1),
             "INSERT INTO `s`.`t` (`id`, `order`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `order` = VALUES(`order`)"
         );
         assert!(my.create_table().contains(
             "`id` BIGINT NOT NULL, `order` LONGTEXT COLLATE utf8mb4_bin, PRIMARY KEY (`id`)"
         ));
-        let lite = table(Dialect::Sqlite);
+        let lite = table(Dialect::Sqlite, Conflict::None);
         assert_eq!(
-            lite.insert(1, false),
+            lite.insert(1),
             "INSERT INTO \"s\".\"t\" (\"id\", \"order\") VALUES (?, ?)"
         );
+    }
+
+    #[test]
+    fn increments_add_to_the_row_already_there() {
+        assert_eq!(
+            counts(Dialect::Postgres).insert(1),
+            "INSERT INTO \"c\" AS \"weir_target\" (\"id\", \"word\", \"count\") VALUES ($1, $2, $3) ON CONFLICT (\"id\") DO UPDATE SET \"word\" = excluded.\"word\", \"count\" = \"weir_target\".\"count\" + excluded.\"count\""
+        );
+        assert_eq!(
+            counts(Dialect::MySql).insert(2),
+            "INSERT INTO `c` (`id`, `word`, `count`) VALUES (?, ?, ?), (?, ?, ?) ON DUPLICATE KEY UPDATE `word` = VALUES(`word`), `count` = `count` + VALUES(`count`)"
+        );
+        assert_eq!(
+            counts(Dialect::Sqlite).insert(1),
+            "INSERT INTO \"c\" (\"id\", \"word\", \"count\") VALUES (?, ?, ?) ON CONFLICT (\"id\") DO UPDATE SET \"word\" = excluded.\"word\", \"count\" = \"count\" + excluded.\"count\""
+        );
+        let pg = counts(Dialect::Postgres);
+        assert!(pg.stages());
+        assert_eq!(
+            pg.copy_into(),
+            "COPY \"weir_stage\" (\"id\", \"word\", \"count\", \"weir$seq\") FROM STDIN"
+        );
+        assert_eq!(
+            pg.upsert_from_stage(),
+            "INSERT INTO \"c\" AS \"weir_target\" (\"id\", \"word\", \"count\") SELECT \"id\", \"word\", \"count\" FROM (SELECT \"id\", \"word\", SUM(\"count\") OVER (PARTITION BY \"id\") AS \"count\", ROW_NUMBER() OVER (PARTITION BY \"id\" ORDER BY \"weir$seq\" DESC) AS \"weir$last\" FROM \"weir_stage\") AS \"weir$reduced\" WHERE \"weir$last\" = 1 ON CONFLICT (\"id\") DO UPDATE SET \"word\" = excluded.\"word\", \"count\" = \"weir_target\".\"count\" + excluded.\"count\""
+        );
+        assert!(
+            pg.create_stage()
+                .contains("SELECT \"id\", \"word\", \"count\", CAST(0 AS BIGINT) AS \"weir$seq\" FROM \"c\" WITH NO DATA")
+        );
+        assert!(!table(Dialect::Postgres, Conflict::None).stages());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! From Kafka records to row operations: each record's value (and key) read into the configured
 //! columns, tombstones turned into deletes, and, in upsert mode, only the last write to each key
-//! of the batch kept. A record that cannot be mapped is set aside with the reason; the caller
-//! applies `on_error`.
+//! of the batch kept. Increment mode keeps every write (each one adds), so that a record the
+//! database refuses can be found and set aside alone, and orders them by key. A record that
+//! cannot be mapped is set aside with the reason; the caller applies `on_error`.
 
 use std::collections::HashMap;
 
@@ -33,6 +34,8 @@ struct MappedColumn {
     nullable: bool,
     default: Option<SqlValue>,
     source: Source,
+    /// An `increment` column: it needs a number, since adding NULL would erase the total.
+    added: bool,
 }
 
 /// A record and where it came from.
@@ -72,7 +75,8 @@ pub(crate) struct Rejected<'a> {
 /// The operations of one output partition's batch.
 #[derive(Debug, Default)]
 pub(crate) struct Mapped<'a> {
-    /// Row operations in input order (after the last-write-wins reduction in upsert mode).
+    /// Row operations in input order, after the last-write-wins reduction in upsert mode; in
+    /// increment mode ordered by key, each key's in input order.
     pub(crate) ops: Vec<(Op, Origin<'a>)>,
     /// Records that could not be mapped.
     pub(crate) rejected: Vec<Rejected<'a>>,
@@ -85,7 +89,10 @@ pub(crate) struct Mapped<'a> {
 pub(crate) struct RowMapper {
     columns: Vec<MappedColumn>,
     key: Vec<usize>,
-    upsert: bool,
+    /// Positions of the `increment` columns.
+    added: Vec<usize>,
+    /// Whether only the last write to a key is kept (upsert mode).
+    last_write_wins: bool,
     deletes: bool,
     /// PostgreSQL text cannot hold NUL characters.
     rejects_nul: bool,
@@ -128,6 +135,7 @@ impl RowMapper {
                 nullable: c.nullable,
                 default,
                 source,
+                added: config.mode == WriteMode::Increment && config.increment.contains(&c.name),
             });
         }
         for (field, name) in config.metadata.columns() {
@@ -138,19 +146,22 @@ impl RowMapper {
                 nullable: matches!(field, MetadataField::Timestamp | MetadataField::Key),
                 default: None,
                 source: Source::Metadata(field),
+                added: false,
             });
         }
         let key = key_names
             .iter()
             .filter_map(|k| columns.iter().position(|c| &c.name == k))
             .collect();
+        let added = (0..columns.len()).filter(|&i| columns[i].added).collect();
         let parses_value = columns
             .iter()
             .any(|c| c.source == Source::Value && !is_raw(c));
         Ok(Self {
             columns,
             key,
-            upsert: config.mode == WriteMode::Upsert,
+            added,
+            last_write_wins: config.mode == WriteMode::Upsert,
             deletes: config.deletes_on_tombstone(),
             rejects_nul: dialect == Dialect::Postgres,
             parses_value,
@@ -164,7 +175,7 @@ impl RowMapper {
             .map(|c| TableColumn {
                 name: c.name.clone(),
                 column_type: c.column_type,
-                nullable: c.nullable,
+                nullable: c.nullable && !c.added,
             })
             .collect()
     }
@@ -172,6 +183,11 @@ impl RowMapper {
     /// Positions of the key columns.
     pub(crate) fn key(&self) -> &[usize] {
         &self.key
+    }
+
+    /// Positions of the `increment` columns (empty unless in increment mode).
+    pub(crate) fn added(&self) -> &[usize] {
+        &self.added
     }
 
     /// Maps every record of `input`, in order.
@@ -198,7 +214,7 @@ impl RowMapper {
                         continue;
                     }
                 };
-                if !self.upsert {
+                if !self.last_write_wins {
                     mapped.ops.push((op, origin));
                     continue;
                 }
@@ -212,6 +228,12 @@ impl RowMapper {
                     }
                 }
             }
+        }
+        if !self.added.is_empty() {
+            // Output partitions of one batch often add to the same keys (a word count's "the")
+            // at once: taking the rows' locks in one order everywhere keeps them from
+            // deadlocking. The sort is stable, so each key's writes keep their order.
+            mapped.ops.sort_by_cached_key(|(op, _)| self.key_bytes(op));
         }
         mapped
     }
@@ -321,6 +343,13 @@ impl RowMapper {
         let value = match leaf {
             Leaf::Null => match &column.default {
                 Some(default) => default.clone(),
+                None if column.added => {
+                    return Err(format!(
+                        "{what} field {} is missing or null, and increment column {} needs a number (give the column default = 0 to count a missing field as zero)",
+                        display_pointer(&column.pointer),
+                        column.name
+                    ));
+                }
                 None if column.nullable => SqlValue::Null(column.column_type),
                 None => {
                     return Err(format!(
@@ -498,6 +527,38 @@ mod tests {
             mapped.rejected[0].reason.contains("not valid JSON"),
             "{}",
             mapped.rejected[0].reason
+        );
+    }
+
+    #[test]
+    fn increments_keep_every_write_and_need_a_number() {
+        let text = "mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"n\"]\ntable = \"t\"\n[[columns]]\nname = \"id\"\ntype = \"bigint\"\n[[columns]]\nname = \"n\"\ntype = \"bigint\"\n";
+        let c: SqlSinkConfig = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        let mapper = RowMapper::new(&c, Dialect::Sqlite).unwrap();
+        assert_eq!(mapper.added(), [1]);
+        assert!(!mapper.table_columns()[1].nullable, "created NOT NULL");
+        let input = batch(vec![
+            record(0, None, Some(br#"{"id":2,"n":1}"#)),
+            record(1, None, Some(br#"{"id":1,"n":2}"#)),
+            record(2, None, Some(br#"{"id":1,"n":3}"#)),
+            record(3, None, Some(br#"{"id":1}"#)),
+            record(4, Some(b"{\"id\":1}"), None),
+        ]);
+        let mapped = mapper.map(&input);
+        // Every write kept, ordered by key, each key's writes in record order.
+        let offsets: Vec<i64> = mapped.ops.iter().map(|(_, o)| o.record.offset).collect();
+        assert_eq!(offsets, [1, 2, 0]);
+        assert_eq!(
+            mapped.ops[1].0,
+            Op::Write(vec![SqlValue::BigInt(1), SqlValue::BigInt(3)])
+        );
+        assert_eq!(mapped.ignored, 1, "a tombstone adds nothing");
+        assert_eq!(mapped.rejected.len(), 1);
+        let reason = &mapped.rejected[0].reason;
+        assert!(
+            reason.contains("increment column n needs a number") && reason.contains("default = 0"),
+            "{reason}"
         );
     }
 

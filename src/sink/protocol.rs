@@ -1,7 +1,8 @@
 //! One attempt at one atomic write (invariant 4), in one transaction:
 //!
 //! 1. insert the commit row `(pipeline, batch_time, partition_id)`; if it is already there, the
-//!    write was done: roll back and report [`WriteOutcome::AlreadyCommitted`];
+//!    write was done: roll back and report [`WriteOutcome::AlreadyCommitted`] (which is what
+//!    makes increments, `count = count + excluded.count`, land once);
 //! 2. check contiguity: each range must start where this output partition's last commit of that
 //!    Kafka partition ended (`UPDATE weir_offsets … WHERE next_offset = from`);
 //! 3. write the rows (fast path per database, in savepointed chunks), setting aside records the
@@ -19,7 +20,7 @@ use crate::sink::config::OnError;
 use crate::sink::conn::{SinkPool, SinkTx};
 use crate::sink::copy_text;
 use crate::sink::dead_letter::{self, INSERT_DEAD_LETTER};
-use crate::sink::dialect::{Dialect, STAGE_TABLE, TableSql};
+use crate::sink::dialect::{Conflict, Dialect, STAGE_TABLE, TableSql};
 use crate::sink::failpoint::failpoint;
 use crate::sink::mapping::{Mapped, Op, Origin};
 use crate::sink::value::SqlValue;
@@ -54,7 +55,6 @@ impl From<Error> for AttemptError {
 #[derive(Debug, Clone)]
 pub(crate) struct TableWriter {
     pub(crate) table: TableSql,
-    pub(crate) upsert: bool,
     pub(crate) on_error: OnError,
     pub(crate) batch_size: usize,
     /// MySQL's `max_allowed_packet`, less a margin; unused elsewhere.
@@ -263,7 +263,7 @@ impl TableWriter {
         }
         let deleting = matches!(ops[0].0, Op::Delete(_));
         let dialect = self.table.dialect;
-        let staged = dialect == Dialect::Postgres && self.upsert && !deleting;
+        let staged = self.table.stages() && !deleting;
         if staged {
             tx.execute(self.table.create_stage(), &[])
                 .await
@@ -343,18 +343,18 @@ impl TableWriter {
         }
         match self.table.dialect {
             Dialect::Postgres => {
+                let numbered = matches!(self.table.conflict, Conflict::Add(_));
                 let mut data = Vec::new();
-                for (op, _) in chunk {
-                    if let Op::Write(row) = op {
-                        copy_text::write_row(&mut data, row);
+                for (n, (op, _)) in chunk.iter().enumerate() {
+                    match op {
+                        Op::Write(row) if numbered => {
+                            copy_text::write_numbered_row(&mut data, row, n)
+                        }
+                        Op::Write(row) => copy_text::write_row(&mut data, row),
+                        Op::Delete(_) => {}
                     }
                 }
-                let target = if staged {
-                    STAGE_TABLE
-                } else {
-                    self.table.table.as_str()
-                };
-                tx.copy_in(&self.table.copy_into(target), &data).await?;
+                tx.copy_in(&self.table.copy_into(), &data).await?;
                 if staged {
                     tx.execute(self.table.upsert_from_stage(), &[]).await?;
                     tx.execute(format!("TRUNCATE {STAGE_TABLE}"), &[]).await?;
@@ -362,11 +362,10 @@ impl TableWriter {
             }
             Dialect::MySql => {
                 let params: Vec<SqlValue> = chunk.iter().flat_map(|(op, _)| values(op)).collect();
-                tx.execute(self.table.insert(chunk.len(), self.upsert), &params)
-                    .await?;
+                tx.execute(self.table.insert(chunk.len()), &params).await?;
             }
             Dialect::Sqlite => {
-                let sql = self.table.insert(1, self.upsert);
+                let sql = self.table.insert(1);
                 for (op, _) in chunk {
                     tx.execute(sql.clone(), &values(op)).await?;
                 }
@@ -390,7 +389,7 @@ impl TableWriter {
         let sql = if deleting {
             self.table.delete(1)
         } else {
-            self.table.insert(1, self.upsert)
+            self.table.insert(1)
         };
         for (op, origin) in chunk {
             let (Op::Write(values) | Op::Delete(values)) = op;

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::plan::{BatchTime, OffsetRange, TopicPartition};
 use crate::sink::config::{SqlSinkConfig, WriteMode, redact};
 use crate::sink::conn::SinkPool;
-use crate::sink::dialect::{Dialect, TableSql};
+use crate::sink::dialect::{Conflict, Dialect, TableSql};
 use crate::sink::mapping::RowMapper;
 use crate::sink::protocol::TableWriter;
 use crate::sink::retry::{RetryPolicy, with_retries};
@@ -113,6 +113,11 @@ impl SqlSink {
             &self.config.table,
             self.mapper.table_columns(),
             self.mapper.key().to_vec(),
+            match self.config.mode {
+                WriteMode::Append => Conflict::None,
+                WriteMode::Upsert => Conflict::Overwrite,
+                WriteMode::Increment => Conflict::Add(self.mapper.added().to_vec()),
+            },
         )
     }
 
@@ -125,8 +130,9 @@ impl SqlSink {
         })
     }
 
-    /// Checks that the table exists with every configured column and, for upserts on MySQL
-    /// (where a missing unique key would silently append), a unique key on the key columns.
+    /// Checks that the table exists with every configured column and, for upserts and
+    /// increments on MySQL (where a missing unique key would silently append), a unique key on
+    /// the key columns.
     async fn validate_table(&self, pool: &SinkPool, table: &TableSql) -> Result<()> {
         let name = SqlValue::Text(self.config.table.clone());
         let schema = self.config.schema.clone().map_or(
@@ -183,7 +189,7 @@ impl SqlSink {
                 ));
             }
         }
-        if self.dialect == Dialect::MySql && self.config.mode == WriteMode::Upsert {
+        if self.dialect == Dialect::MySql && self.config.mode.is_keyed() {
             let unique: Vec<(String, String)> = pool
                 .fetch_all(
                     "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.statistics WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0".to_owned(),
@@ -208,8 +214,9 @@ impl SqlSink {
                 return Err(Error::config(
                     "sink.key",
                     format!(
-                        "table {} has no primary or unique key on exactly {key:?}; without one an upsert would append",
-                        table.table
+                        "table {} has no primary or unique key on exactly {key:?}; without one an {} would append",
+                        table.table,
+                        self.config.mode.name()
                     ),
                 ));
             }
@@ -257,7 +264,6 @@ impl Sink for SqlSink {
         };
         let writer = TableWriter {
             table,
-            upsert: self.config.mode == WriteMode::Upsert,
             on_error: self.config.on_error,
             batch_size: self.config.batch_size,
             max_packet_bytes,

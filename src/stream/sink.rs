@@ -49,8 +49,13 @@ pub(crate) struct PendingWrite {
 impl<T: Data + Serialize> DStream<T> {
     /// Writes every batch into the table of `config`, exactly once, each partition in one
     /// transaction with its commit row. Items are mapped to columns by their JSON field names
-    /// (or JSON pointers), in `append` or `upsert` mode. The commit rows carry the context's
-    /// pipeline name; use [`sink_named`](Self::sink_named) for a second sink.
+    /// (or JSON pointers), in `append`, `upsert` or `increment` mode. The commit rows carry the
+    /// context's pipeline name; use [`sink_named`](Self::sink_named) for a second sink.
+    ///
+    /// With `mode = "increment"` and `increment = ["count"]` instead of `mode = "upsert"` below,
+    /// a stateless per-batch count (`reduce_by_key` without state) keeps running totals in the
+    /// table: each batch's counts are added to the rows (`count = count + excluded.count`),
+    /// exactly once, and weir holds no state for them.
     ///
     /// ```no_run
     /// # fn example(counts: weir::stream::DStream<(String, u64)>) -> weir::Result<()> {

@@ -102,7 +102,7 @@ impl Comparison {
                 }
                 None => self.extras.push(row),
             },
-            Expected::Upsert { key, keys } => {
+            Expected::Upsert { key, added, keys } => {
                 let Some(state) = keys.get_mut(&project(&row, key)) else {
                     self.outcome.unattributed += 1;
                     let text = format!("unexpected: {}", self.describe(&row));
@@ -119,7 +119,12 @@ impl Comparison {
                 } else if candidates.iter().all(Option::is_none) {
                     (&mut self.outcome.unexpected, "deleted key still present")
                 } else {
-                    (&mut self.outcome.differing, "differs from the last write")
+                    let what = if added.is_empty() {
+                        "differs from the last write"
+                    } else {
+                        "differs from the totals and the last write"
+                    };
+                    (&mut self.outcome.differing, what)
                 };
                 counter[partition] += 1;
                 let mut text = format!("{what}: {}", self.describe(&row));
@@ -228,7 +233,7 @@ mod tests {
 
     #[test]
     fn append_counts_each_kind_of_difference() {
-        let mut expected = Expected::new(false, Vec::new());
+        let mut expected = Expected::new(false, Vec::new(), Vec::new());
         let t = BatchTime::from_millis(1);
         for id in 0..5 {
             expected.write(usize::from(id >= 3), t, row(&[&id.to_string(), "x"]));
@@ -258,7 +263,7 @@ mod tests {
 
     #[test]
     fn upsert_compares_by_key() {
-        let mut expected = Expected::new(true, vec![0]);
+        let mut expected = Expected::new(true, vec![0], Vec::new());
         let t = BatchTime::from_millis(1);
         expected.write(0, t, row(&["1", "a"]));
         expected.write(0, t, row(&["2", "b"]));

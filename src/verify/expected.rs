@@ -1,15 +1,20 @@
 //! What the table must hold, built from the mapped records of every commit in commit order.
 //!
-//! Append: a multiset of rows. Upsert: one state per key, the last write winning. Batches run
+//! Append: a multiset of rows. Upsert: one state per key, the last write winning. Increment: as
+//! upsert, with the increment columns holding the sum over every write of the key. Batches run
 //! one at a time, so a later batch's write always came later; within one batch, output
 //! partitions commit in parallel, so when two partitions of the same batch write one key, either
-//! write may be the last and both are accepted.
+//! write may be the last and both are accepted (their increments add up either way).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
 
 use crate::plan::BatchTime;
 
-use super::cells::Row;
+use super::cells::{self, Row};
 
 /// The expected rows of an `append` table: how many times each row must appear.
 #[derive(Debug, Default)]
@@ -34,6 +39,35 @@ pub(crate) struct KeyState {
     batch_time: BatchTime,
     /// Rows with this key found in the table.
     pub(crate) seen: u32,
+    /// Increment mode: the sum of each increment column over every write of the key so far;
+    /// `None` once a cell was no number or the sum overflowed.
+    totals: Vec<Option<Decimal>>,
+}
+
+impl KeyState {
+    /// Adds `cells`, the increment columns of a write, to the totals, and sets every candidate's
+    /// increment columns (at `positions`) to the new totals.
+    fn add(&mut self, positions: &[usize], cells: &[Option<String>]) {
+        if positions.is_empty() {
+            return;
+        }
+        self.totals.resize(positions.len(), Some(Decimal::ZERO));
+        for (total, cell) in self.totals.iter_mut().zip(cells) {
+            let value = cell.as_deref().and_then(|c| Decimal::from_str(c).ok());
+            *total = total.zip(value).and_then(|(t, v)| t.checked_add(v));
+        }
+        for row in self.candidates.iter_mut().flatten() {
+            for (&at, total) in positions.iter().zip(&self.totals) {
+                if let Some(cell) = row.get_mut(at) {
+                    // Text no database renders a number as: an unknown total matches nothing.
+                    *cell = Some(total.map_or_else(
+                        || "(no exact total)".to_owned(),
+                        |t| cells::decimal(&t.to_string()),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// The expected content of the table.
@@ -41,22 +75,26 @@ pub(crate) struct KeyState {
 pub(crate) enum Expected {
     /// `append`: every mapped row.
     Append(HashMap<Row, Slot>),
-    /// `upsert`: the final state of every key written or deleted. `key` holds the positions of
-    /// the key columns in a row.
+    /// `upsert` and `increment`: the final state of every key written or deleted. `key` holds
+    /// the positions of the key columns in a row.
     Upsert {
         /// Key positions.
         key: Vec<usize>,
+        /// Positions of the increment columns (empty for upserts).
+        added: Vec<usize>,
         /// State per key (the key's cells, in key order).
         keys: HashMap<Row, KeyState>,
     },
 }
 
 impl Expected {
-    /// Nothing expected yet. `key` holds the positions of the key columns.
-    pub(crate) fn new(upsert: bool, key: Vec<usize>) -> Self {
-        if upsert {
+    /// Nothing expected yet. `keyed` for upserts and increments; `key` holds the positions of
+    /// the key columns, `added` those of the increment columns.
+    pub(crate) fn new(keyed: bool, key: Vec<usize>, added: Vec<usize>) -> Self {
+        if keyed {
             Self::Upsert {
                 key,
+                added,
                 keys: HashMap::new(),
             }
         } else {
@@ -74,9 +112,10 @@ impl Expected {
                 });
                 slot.count += 1;
             }
-            Self::Upsert { key, keys } => {
+            Self::Upsert { key, added, keys } => {
                 let key_cells = project(&row, key);
-                set(keys, key_cells, partition, batch_time, Some(row));
+                let increments = project(&row, added);
+                set(keys, key_cells, partition, batch_time, Some(row)).add(added, &increments);
             }
         }
     }
@@ -97,33 +136,33 @@ pub(crate) fn project(row: &Row, positions: &[usize]) -> Row {
         .collect()
 }
 
+/// Records the write (or, `None`, the delete) of `key`; returns the key's state.
 fn set(
     keys: &mut HashMap<Row, KeyState>,
     key: Row,
     partition: usize,
     batch_time: BatchTime,
     state: Option<Row>,
-) {
-    match keys.get_mut(&key) {
-        Some(current) if current.batch_time == batch_time && current.partition != partition => {
-            current.candidates.push(state);
+) -> &mut KeyState {
+    match keys.entry(key) {
+        Entry::Occupied(entry) => {
+            let current = entry.into_mut();
+            if current.batch_time == batch_time && current.partition != partition {
+                current.candidates.push(state);
+            } else {
+                current.candidates = vec![state];
+                current.partition = partition;
+                current.batch_time = batch_time;
+            }
+            current
         }
-        Some(current) => {
-            current.candidates = vec![state];
-            current.partition = partition;
-            current.batch_time = batch_time;
-        }
-        None => {
-            keys.insert(
-                key,
-                KeyState {
-                    candidates: vec![state],
-                    partition,
-                    batch_time,
-                    seen: 0,
-                },
-            );
-        }
+        Entry::Vacant(entry) => entry.insert(KeyState {
+            candidates: vec![state],
+            partition,
+            batch_time,
+            seen: 0,
+            totals: Vec::new(),
+        }),
     }
 }
 
@@ -137,7 +176,7 @@ mod tests {
 
     #[test]
     fn upserts_keep_the_last_write_and_tombstones_delete() {
-        let mut expected = Expected::new(true, vec![0]);
+        let mut expected = Expected::new(true, vec![0], Vec::new());
         let t = BatchTime::from_millis;
         expected.write(0, t(1), row(&["1", "a"]));
         expected.write(0, t(2), row(&["1", "b"]));
@@ -158,8 +197,47 @@ mod tests {
     }
 
     #[test]
+    fn increments_sum_their_columns_and_keep_the_last_of_the_others() {
+        // (id, word, count, amount): adds to count and amount.
+        let mut expected = Expected::new(true, vec![0], vec![2, 3]);
+        let t = BatchTime::from_millis;
+        expected.write(0, t(1), row(&["1", "a", "2", "0.25"]));
+        expected.write(0, t(1), row(&["1", "b", "3", "1.5"]));
+        expected.write(0, t(2), row(&["1", "c", "-1", "0.25"]));
+        expected.write(0, t(2), row(&["2", "x", "7", "1"]));
+        // Two partitions of one batch: either word may be last, the counts add up anyway.
+        expected.write(0, t(3), row(&["3", "p", "1", "0"]));
+        expected.write(1, t(3), row(&["3", "q", "2", "0"]));
+        expected.write(0, t(3), row(&["4", "z", "9223372036854775807", "0"]));
+        expected.write(0, t(4), row(&["4", "z", "9223372036854775807", "0"]));
+        let Expected::Upsert { keys, .. } = expected else {
+            panic!("upsert expected");
+        };
+        assert_eq!(
+            keys[&row(&["1"])].candidates,
+            [Some(row(&["1", "c", "4", "2"]))]
+        );
+        assert_eq!(
+            keys[&row(&["2"])].candidates,
+            [Some(row(&["2", "x", "7", "1"]))]
+        );
+        assert_eq!(
+            keys[&row(&["3"])].candidates,
+            [
+                Some(row(&["3", "p", "3", "0"])),
+                Some(row(&["3", "q", "3", "0"]))
+            ]
+        );
+        // Totals beyond a bigint are still exact here; the database refuses them.
+        assert_eq!(
+            keys[&row(&["4"])].candidates,
+            [Some(row(&["4", "z", "18446744073709551614", "0"]))]
+        );
+    }
+
+    #[test]
     fn appends_count_every_row() {
-        let mut expected = Expected::new(false, Vec::new());
+        let mut expected = Expected::new(false, Vec::new(), Vec::new());
         let t = BatchTime::from_millis(1);
         expected.write(0, t, row(&["1"]));
         expected.write(0, t, row(&["1"]));

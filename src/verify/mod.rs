@@ -10,6 +10,8 @@
 //! - `append`: the table must hold the multiset of mapped rows, each once.
 //! - `upsert`: by key, the last write per key wins (batches in commit order) and a tombstone
 //!   deletes the key's row.
+//! - `increment`: by key, each increment column holds the sum over every write of the key, and
+//!   the other columns are the last write's, as in an upsert.
 //!
 //! Differences are counted per partition: rows *missing* from the table, rows *duplicated*,
 //! rows *differing* (same identity, other values) and rows the table holds that no committed
@@ -124,9 +126,8 @@ pub async fn verify(
         .map(|c| (c.name, c.column_type))
         .collect();
     let names: Vec<String> = columns.iter().map(|(name, _)| name.clone()).collect();
-    let upsert = sink.mode == WriteMode::Upsert;
     let partitions: Vec<TopicPartition> = spans.keys().cloned().collect();
-    let recomputed = Recomputed::new(&partitions, &mapper, upsert).run(
+    let recomputed = Recomputed::new(&partitions, &mapper, sink.mode).run(
         &commits,
         &records,
         &set_aside,
@@ -145,7 +146,7 @@ pub async fn verify(
     Ok(report::build(report::Parts {
         pipeline,
         table: &sink.table,
-        upsert,
+        mode: sink.mode,
         commits: &commits,
         partitions: &partitions,
         spans: &spans,
@@ -166,11 +167,15 @@ struct Recomputed<'a> {
 }
 
 impl<'a> Recomputed<'a> {
-    fn new(partitions: &'a [TopicPartition], mapper: &'a RowMapper, upsert: bool) -> Self {
+    fn new(partitions: &'a [TopicPartition], mapper: &'a RowMapper, mode: WriteMode) -> Self {
         Self {
             partitions,
             mapper,
-            expected: Expected::new(upsert, mapper.key().to_vec()),
+            expected: Expected::new(
+                mode.is_keyed(),
+                mapper.key().to_vec(),
+                mapper.added().to_vec(),
+            ),
             tallies: vec![report::Tally::default(); partitions.len()],
             problems: Vec::new(),
         }

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::plan::TopicPartition;
+use crate::sink::WriteMode;
 
 use super::Spans;
 use super::chain::Commit;
@@ -19,7 +20,7 @@ pub struct Report {
     pub pipeline: String,
     /// The table compared.
     pub table: String,
-    /// `append` or `upsert`.
+    /// `append`, `upsert` or `increment`.
     pub mode: String,
     /// Commits of the pipeline in `weir_commits`.
     pub commits: u64,
@@ -31,7 +32,7 @@ pub struct Report {
     pub missing: u64,
     /// Rows the table holds more often than the committed records say.
     pub duplicated: u64,
-    /// Rows whose identity (upsert: key) is expected but whose values are not.
+    /// Rows whose identity (upsert and increment: key) is expected but whose values are not.
     pub differing: u64,
     /// Rows no committed record explains (including keys that were deleted last).
     pub unexpected: u64,
@@ -144,7 +145,7 @@ pub(crate) struct Tally {
 pub(crate) struct Parts<'a> {
     pub(crate) pipeline: &'a str,
     pub(crate) table: &'a str,
-    pub(crate) upsert: bool,
+    pub(crate) mode: WriteMode,
     pub(crate) commits: &'a [Commit],
     pub(crate) partitions: &'a [TopicPartition],
     pub(crate) spans: &'a Spans,
@@ -184,7 +185,7 @@ pub(crate) fn build(parts: Parts<'_>) -> Report {
     Report {
         pipeline: parts.pipeline.to_owned(),
         table: parts.table.to_owned(),
-        mode: if parts.upsert { "upsert" } else { "append" }.to_owned(),
+        mode: parts.mode.name().to_owned(),
         commits: parts.commits.len() as u64,
         records: sum(|p| p.records),
         table_rows: parts.table_rows,

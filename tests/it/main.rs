@@ -22,6 +22,7 @@ mod pipeline_sessions_killed;
 mod pipeline_support;
 mod sink_commit;
 mod sink_errors;
+mod sink_increment;
 mod sink_modes;
 mod sink_support;
 mod sink_types;
