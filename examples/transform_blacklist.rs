@@ -1,25 +1,33 @@
 //! TransformBlacklist (seed 004): ad clicks `<date> <user>` from users on a blacklist are dropped
-//! before they are billed; `transform` joins each batch with the blacklist.
+//! before they are billed. Each batch is joined with the blacklist (a left outer join, as in the
+//! seed), which is read from a file and reloaded every 10 seconds, so entries can be added while
+//! the program runs.
 //!
 //! ```text
-//! cargo run --example transform_blacklist -- [topic=ad-clicks] [checkpoint=/tmp/weir-blacklist]
+//! cargo run --example transform_blacklist -- [topic=ad-clicks] [checkpoint=/tmp/weir-blacklist] [blacklist=/tmp/weir-blacklist.txt]
 //! ```
 //!
-//! Guarantee: exactly-once computation. The blacklist is static input (invariant 3), so a batch
-//! re-run after a crash drops exactly the same clicks; a blacklist that changes would have to be
-//! versioned by batch time. Printing is at-least-once.
+//! The blacklist file holds `<user> <true|false>` per line, `#` starting a comment; when it is
+//! missing it is created with the seed's entry, `tom true`.
+//!
+//! Guarantee: exactly-once computation. The blacklist is reloaded at batch times on a 10 s grid,
+//! never by the clock, and each version is saved in the checkpoint before a batch uses it, so a
+//! batch re-run after a crash drops exactly the clicks it dropped the first time, whatever the
+//! file says by then. Printing is at-least-once.
 
-use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use weir::stream::{DStream, StreamConfig, StreamingContext};
+use weir::stream::{BoxError, DStream, ReferenceTable, StreamConfig, StreamingContext};
 
-/// The clicks of users that are not blacklisted (`blacklist` maps a user to whether the entry is
-/// in force), in arrival order: a left outer join of the batch with the blacklist, keeping the
-/// clicks without an entry in force.
+/// The seed's blacklist, written to the file when it is missing.
+pub const SEED_BLACKLIST: &str = "# <user> <true|false>\ntom true\n";
+
+/// The clicks of users that are not blacklisted, in arrival order: a left outer join of each
+/// batch with the blacklist, keeping the clicks without an entry in force.
 pub fn valid_clicks(
     clicks: &DStream<String>,
-    blacklist: BTreeMap<String, bool>,
+    blacklist: &ReferenceTable<String, bool>,
 ) -> DStream<String> {
     clicks
         .key_by(|line| {
@@ -28,19 +36,26 @@ pub fn valid_clicks(
                 .unwrap_or_default()
                 .to_owned()
         })
-        .transform(move |_, clicks| {
-            clicks
-                .into_iter()
-                .map(|(user, line)| (line, blacklist.get(&user).copied()))
-                .filter(|(_, blocked)| *blocked != Some(true))
-                .map(|(line, _)| line)
-                .collect()
-        })
+        .left_outer_join_reference(blacklist)
+        .filter(|(_, (_, blocked))| *blocked != Some(true))
+        .map(|(_, (line, _))| line)
 }
 
-/// The seed's blacklist.
-pub fn blacklist() -> BTreeMap<String, bool> {
-    BTreeMap::from([("tom".to_owned(), true)])
+/// The blacklist in the file at `path`, reloaded every `refresh`.
+pub fn blacklist(path: impl Into<PathBuf>, refresh: Duration) -> ReferenceTable<String, bool> {
+    ReferenceTable::from_file("blacklist", path, parse_entry).refresh_every(refresh)
+}
+
+/// One line of the blacklist file: `<user> <true|false>`; `None` for a comment.
+pub fn parse_entry(line: &str) -> Result<Option<(String, bool)>, BoxError> {
+    if line.trim_start().starts_with('#') {
+        return Ok(None);
+    }
+    let mut fields = line.split_whitespace();
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(user), Some(blocked), None) => Ok(Some((user.to_owned(), blocked.parse()?))),
+        _ => Err(format!("expected `<user> <true|false>`, found {line:?}").into()),
+    }
 }
 
 #[tokio::main]
@@ -53,13 +68,21 @@ async fn main() -> anyhow::Result<()> {
     let checkpoint = args
         .next()
         .unwrap_or_else(|| "/tmp/weir-blacklist".to_owned());
+    let file = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "/tmp/weir-blacklist.txt".to_owned()),
+    );
     let brokers =
         std::env::var("WEIR_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned());
+    if !tokio::fs::try_exists(&file).await? {
+        tokio::fs::write(&file, SEED_BLACKLIST).await?;
+    }
 
     let ssc = StreamingContext::get_or_create(&checkpoint, || {
         let config = StreamConfig::new("blacklist", brokers);
         let ssc = StreamingContext::new(config, Duration::from_secs(1));
-        valid_clicks(&ssc.kafka_direct_stream::<String>(&[&topic]), blacklist()).print();
+        let blacklist = blacklist(&file, Duration::from_secs(10));
+        valid_clicks(&ssc.kafka_direct_stream::<String>(&[&topic]), &blacklist).print();
         Ok(ssc)
     })?;
     ssc.run_until_shutdown().await?;

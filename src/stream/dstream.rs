@@ -122,10 +122,18 @@ impl<T: Data> DStream<T> {
         &self,
         f: impl Fn(&PartitionContext, Vec<T>) -> Vec<U> + Send + Sync + 'static,
     ) -> DStream<U> {
+        self.try_map_partitions(move |cx, items| Ok(f(cx, items)))
+    }
+
+    /// [`map_partitions`](Self::map_partitions) with a function that may fail the batch.
+    pub(crate) fn try_map_partitions<U: Data>(
+        &self,
+        f: impl Fn(&PartitionContext, Vec<T>) -> Result<Vec<U>> + Send + Sync + 'static,
+    ) -> DStream<U> {
         self.then(
             MapPartitions::<T, U> {
                 input: self.node,
-                f: Box::new(move |cx, items| Ok(f(cx, items))),
+                f: Box::new(f),
             },
             self.layout(),
             &[],
@@ -189,13 +197,24 @@ impl<T: Data> DStream<T> {
         )
     }
 
-    /// A whole batch at once, e.g. a join with a reference table: `f` gets every item of the
-    /// batch (partition by partition, in order) and its result is one partition, `Keyed(0)`.
-    /// `f` must be a pure function of the batch time, the items and static inputs (invariant 3):
-    /// a reference table that changes must be versioned by batch time.
+    /// A whole batch at once: `f` gets every item of the batch (partition by partition, in
+    /// order) and its result is one partition, `Keyed(0)`. `f` must be a pure function of the
+    /// batch time, the items and static inputs (invariant 3); for a reference table that
+    /// changes, loaded from a file or a database, use
+    /// [`transform_with`](Self::transform_with) or
+    /// [`left_outer_join_reference`](DStream::left_outer_join_reference), which version it by
+    /// batch time.
     pub fn transform<U: Data>(
         &self,
         f: impl Fn(BatchTime, Vec<T>) -> Vec<U> + Send + Sync + 'static,
+    ) -> DStream<U> {
+        self.try_transform(move |t, items| Ok(f(t, items)))
+    }
+
+    /// [`transform`](Self::transform) with a function that may fail the batch.
+    pub(crate) fn try_transform<U: Data>(
+        &self,
+        f: impl Fn(BatchTime, Vec<T>) -> Result<Vec<U>> + Send + Sync + 'static,
     ) -> DStream<U> {
         self.then(
             Transform::<T, U> {
@@ -205,14 +224,6 @@ impl<T: Data> DStream<T> {
             Layout::Keyed(1),
             &[],
         )
-    }
-
-    /// Marks the stream as reused by several outputs. Every stream's batch is computed once per
-    /// batch time and shared by its readers, so this only documents the intent (Spark's
-    /// `persist()`); it returns the same stream.
-    #[must_use]
-    pub fn persist(&self) -> DStream<T> {
-        self.clone()
     }
 }
 
@@ -271,7 +282,7 @@ impl<T: Data> Node for Union<T> {
     }
 }
 
-type BatchFn<T, U> = Box<dyn Fn(BatchTime, Vec<T>) -> Vec<U> + Send + Sync + 'static>;
+type BatchFn<T, U> = Box<dyn Fn(BatchTime, Vec<T>) -> Result<Vec<U>> + Send + Sync + 'static>;
 
 struct Transform<T, U> {
     input: NodeId,
@@ -280,13 +291,14 @@ struct Transform<T, U> {
 
 impl<T: Data, U: Data> Node for Transform<T, U> {
     fn compute(&mut self, step: &mut Step<'_>) -> Result<()> {
-        let out = step.take::<T>(self.input)?.map(|batch| {
-            let items: Vec<T> = batch.into_values().flatten().collect();
-            Batch::from([(
-                PartitionId::Keyed(0),
-                (self.f)(step.input.batch_time, items),
-            )])
-        });
+        let out = match step.take::<T>(self.input)? {
+            None => None,
+            Some(batch) => {
+                let items: Vec<T> = batch.into_values().flatten().collect();
+                let out = (self.f)(step.input.batch_time, items)?;
+                Some(Batch::from([(PartitionId::Keyed(0), out)]))
+            }
+        };
         step.put(out);
         Ok(())
     }

@@ -4,12 +4,16 @@
 //! errors kept until the context runs.
 //!
 //! Every node's batch is computed once per batch time. A batch read by several operators is
-//! cloned for all but its last reader, which takes it: that is [`DStream::persist`]
-//! (super::DStream::persist) for every stream, without asking.
+//! cloned for all but its last reader, which takes it: that is
+//! [`DStream::persist`](super::DStream::persist) for every stream, without asking. A batch that
+//! [`persist_with`](super::DStream::persist_with) spilled to disk is decoded from its file by each
+//! reader instead, and the file removed after the last one ([`super::persist`]).
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, BatchTime, TopicPartition};
 use crate::source::PartitionBatch;
 
+use super::persist::Spilled;
+use super::reference::Refresh;
 use super::sink::{PendingWrite, StreamSink};
 
 /// The position of a node in its graph.
@@ -134,6 +140,8 @@ pub(crate) struct Step<'a> {
     pub(crate) input: &'a BatchInput<'a>,
     /// The sink writes asked for so far.
     pub(crate) writes: Vec<PendingWrite>,
+    /// Where batches too large for memory are spilled.
+    pub(crate) spill_dir: &'a Path,
     values: Vec<Option<Box<dyn Any + Send>>>,
     remaining: Vec<usize>,
     current: NodeId,
@@ -142,9 +150,23 @@ pub(crate) struct Step<'a> {
 impl Step<'_> {
     /// Stores the batch of the node being computed.
     pub(crate) fn put<T: Send + 'static>(&mut self, batch: Option<Batch<T>>) {
+        self.put_any(Box::new(batch));
+    }
+
+    /// Stores the batch of the node being computed as a spill file, which its readers decode.
+    pub(crate) fn put_spilled(&mut self, spilled: Spilled) {
+        self.put_any(Box::new(spilled));
+    }
+
+    fn put_any(&mut self, value: Box<dyn Any + Send>) {
         if let Some(slot) = self.values.get_mut(self.current) {
-            *slot = Some(Box::new(batch));
+            *slot = Some(value);
         }
+    }
+
+    /// The node being computed.
+    pub(crate) fn node(&self) -> NodeId {
+        self.current
     }
 
     /// The batch of `node` for one of its readers: the last reader takes it, the others get a
@@ -161,6 +183,17 @@ impl Step<'_> {
         *remaining = remaining.saturating_sub(1);
         let last = *remaining == 0;
         let slot = self.values.get_mut(node).ok_or_else(missing)?;
+        if let Some(spilled) = slot.as_ref().and_then(|b| b.downcast_ref::<Spilled>()) {
+            let batch = spilled.read()?;
+            if last {
+                // Dropping it removes the file.
+                *slot = None;
+            }
+            return batch
+                .downcast::<Option<Batch<T>>>()
+                .map(|b| *b)
+                .map_err(|_| missing());
+        }
         if last {
             let boxed = slot.take().ok_or_else(missing)?;
             boxed
@@ -175,6 +208,9 @@ impl Step<'_> {
         }
     }
 }
+
+/// Graphs created in this process, for [`Graph::spill_dir`].
+static GRAPHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A node and how it was defined.
 struct Entry {
@@ -204,6 +240,14 @@ pub(crate) struct Graph {
     pub(crate) slides: Vec<Duration>,
     /// Whether any operator repartitions by key.
     pub(crate) keyed: bool,
+    /// The reference tables the operators read, each loaded for a batch before it runs.
+    pub(crate) references: Vec<Arc<dyn Refresh>>,
+    /// The checkpoint directory, which holds spill files; unset until the program runs.
+    pub(crate) checkpoint_dir: Option<PathBuf>,
+    /// Whether spill files a crash left behind were removed.
+    spill_dir_cleared: bool,
+    /// Tells this graph's spill directory from others' when it has no checkpoint (tests).
+    serial: u64,
     derived_ids: BTreeMap<&'static str, usize>,
 }
 
@@ -220,6 +264,10 @@ impl Graph {
             sinks: Vec::new(),
             slides: Vec::new(),
             keyed: false,
+            references: Vec::new(),
+            checkpoint_dir: None,
+            spill_dir_cleared: false,
+            serial: GRAPHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             derived_ids: BTreeMap::new(),
         }
     }
@@ -285,11 +333,30 @@ impl Graph {
             .collect()
     }
 
+    /// `<checkpoint>/spill`, where batches too large for memory go; without a checkpoint (only
+    /// in tests) a directory of this graph's own under the system's temporary directory.
+    pub(crate) fn spill_dir(&self) -> PathBuf {
+        match &self.checkpoint_dir {
+            Some(dir) => dir.join(super::persist::SPILL_DIR),
+            None => std::env::temp_dir().join(format!(
+                "weir-spill-{}-{}",
+                std::process::id(),
+                self.serial
+            )),
+        }
+    }
+
     /// Runs every node on one batch; returns the sink writes the outputs asked for.
     pub(crate) fn run(&mut self, input: &BatchInput<'_>) -> Result<Vec<PendingWrite>> {
+        let spill_dir = self.spill_dir();
+        if !self.spill_dir_cleared && self.checkpoint_dir.is_some() {
+            super::persist::clear(&spill_dir)?;
+        }
+        self.spill_dir_cleared = true;
         let mut step = Step {
             input,
             writes: Vec::new(),
+            spill_dir: &spill_dir,
             values: self.entries.iter().map(|_| None).collect(),
             remaining: self.entries.iter().map(|e| e.readers).collect(),
             current: 0,

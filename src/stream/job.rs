@@ -19,6 +19,7 @@ use crate::sink::{Sink, SqlSink, WriteOutcome};
 use crate::source::PartitionBatch;
 
 use super::graph::{BatchInput, Graph};
+use super::reference::prepare_all;
 use super::sink::PendingWrite;
 
 /// The operator graph of a [`StreamingContext`](super::StreamingContext), run batch by batch.
@@ -36,10 +37,11 @@ pub(crate) struct StreamJob {
 impl StreamJob {
     /// A job over `graph`, whose sinks are open and given with their parallelism.
     pub(crate) fn new(
-        graph: Graph,
+        mut graph: Graph,
         sinks: Vec<(Arc<SqlSink>, usize)>,
         checkpoint_dir: PathBuf,
     ) -> Self {
+        graph.checkpoint_dir = Some(checkpoint_dir.clone());
         Self {
             graph: Mutex::new(Some(graph)),
             sinks,
@@ -116,6 +118,13 @@ impl BatchJob for StreamJob {
         input: Vec<PartitionBatch>,
     ) -> Result<BatchOutcome> {
         let batch_time = plan.batch_time;
+        // Reference tables load (or read their saved version) before the operators run, which
+        // read them synchronously.
+        let references = match self.graph.get_mut().unwrap_or_else(PoisonError::into_inner) {
+            Some(graph) => graph.references.clone(),
+            None => Vec::new(),
+        };
+        prepare_all(&references, &self.checkpoint_dir, batch_time).await?;
         let taken = self
             .graph
             .get_mut()

@@ -5,6 +5,9 @@
 //! `count_by_value`, `union`, `transform`, `update_state_by_key`, `window`,
 //! `reduce_by_key_and_window`, `count_by_window`) and outputs (`foreach_batch`,
 //! `foreach_partition`, `print`, and `sink` into a SQL table through the transactional sink).
+//! A stream read by several outputs is computed once per batch ([`DStream::persist_with`]
+//! spills large batches to disk), and a [`ReferenceTable`] loaded from a file or a database
+//! joins every batch with reference data that is reloaded on an interval.
 //!
 //! What weir does that Spark does not:
 //!
@@ -16,6 +19,9 @@
 //!   id with a schema version; the program is rebuilt at every start and its checkpoint restored
 //!   into it, so a recompiled program resumes; a state type changed without a new schema
 //!   version is reported, not mis-decoded.
+//! - **Reference data by batch time.** A [`ReferenceTable`] is reloaded at batch times on the
+//!   grid of its refresh interval, and each version is saved in the checkpoint before a batch
+//!   uses it: a replayed batch joins with the version its first run used.
 //! - **Exactly-once output.** [`DStream::sink`] writes each partition of each batch in one
 //!   transaction with its commit row; a replayed batch finds the row and writes nothing.
 //!
@@ -23,6 +29,7 @@
 //! partitions ([`StreamConfig::output_partitions`], recorded in the checkpoint); a sink commits
 //! each of them separately.
 
+mod append_file;
 mod codec;
 mod context;
 mod dstream;
@@ -30,14 +37,19 @@ mod graph;
 mod job;
 mod keyed;
 mod output;
+mod persist;
+mod reference;
 mod sink;
 mod source;
 mod state;
 mod window;
 
+pub use append_file::AppendFile;
 pub use context::{DEFAULT_OUTPUT_PARTITIONS, StreamConfig, StreamingContext};
 pub use dstream::{BoxError, DStream, Data, Key, PartitionContext, Persist};
 pub use graph::PartitionId;
+pub use persist::StorageLevel;
+pub use reference::{ReferenceTable, SqlRow};
 pub use source::{FromKafka, Json, KafkaRecord};
 
 #[cfg(test)]

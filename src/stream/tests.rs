@@ -1,16 +1,18 @@
 //! Operator semantics against references computed here, batch by batch on synthetic plans (no
 //! Kafka): keyed counts, running state, windows whose slide is not the batch interval, the
-//! inverse path against the plain one, and state carried over a save and restore as a crash
-//! would.
+//! inverse path against the plain one, state carried over a save and restore as a crash
+//! would, persisted streams computed once (and spilled), and reference tables refreshed on
+//! their grid and replayed from their saved versions.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
 
 use super::graph::{BatchInput, Graph};
-use super::{DStream, StreamConfig, StreamingContext};
+use super::{DStream, ReferenceTable, StorageLevel, StreamConfig, StreamingContext};
 use crate::plan::{BatchPlan, BatchTime, OffsetRange, TopicPartition};
 use crate::source::{PartitionBatch, Record};
 
@@ -306,4 +308,271 @@ fn a_changed_state_type_is_reported() {
             && message.contains("with_schema_version"),
         "{message}"
     );
+}
+
+/// What the outputs of [`persisted_outputs`] saw.
+struct PersistRun {
+    /// Calls of the map function before the persisted stream.
+    calls: u64,
+    /// Items read from Kafka.
+    items: u64,
+    /// Both outputs, batch by batch.
+    outputs: [Vec<(i64, Vec<String>)>; 2],
+    /// Spill files present while the first output ran, batch by batch.
+    spill_files: Vec<usize>,
+    /// Spill files left after the last batch.
+    left: usize,
+}
+
+fn spill_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, Iterator::count)
+}
+
+/// Runs `input` through a map, persisted at `level` and read by two outputs.
+fn persisted_outputs(input: &[[Vec<&'static str>; 2]], level: StorageLevel) -> PersistRun {
+    let checkpoint = tempfile::tempdir().unwrap();
+    let spill = checkpoint.path().join("spill");
+    let calls = Arc::new(AtomicU64::new(0));
+    let ssc = context();
+    let counted = Arc::clone(&calls);
+    let upper = ssc
+        .kafka_direct_stream::<String>(&[TOPIC])
+        .map(move |line| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            line.to_uppercase()
+        })
+        .persist_with(level);
+    let (first, seen_spills) = (Seen::default(), Arc::new(Mutex::new(Vec::new())));
+    let (out, spills, dir) = (Arc::clone(&first), Arc::clone(&seen_spills), spill.clone());
+    upper.foreach_batch(move |t, items| {
+        spills.lock().unwrap().push(spill_files(&dir));
+        out.lock().unwrap().push((t.as_millis(), items));
+        Ok(())
+    });
+    let second = collect(&upper);
+    let mut graph = ssc.take_graph();
+    graph.checkpoint_dir = Some(checkpoint.path().to_path_buf());
+    let mut feeder = Feeder::default();
+    for (n, batch) in (1..).zip(input) {
+        let (plan, records) = feeder.batch(n, batch);
+        run(&mut graph, &plan, &records);
+    }
+    let items = input.iter().flatten().flatten().count();
+    let outputs = [first, second].map(|seen| std::mem::take(&mut *seen.lock().unwrap()));
+    let spill_files_seen = std::mem::take(&mut *seen_spills.lock().unwrap());
+    PersistRun {
+        calls: calls.load(Ordering::SeqCst),
+        items: u64::try_from(items).unwrap(),
+        outputs,
+        spill_files: spill_files_seen,
+        left: spill_files(&spill),
+    }
+}
+
+#[test]
+fn a_persisted_stream_is_computed_once_and_large_batches_go_through_disk() {
+    let input = [
+        [vec!["a b", "c"], vec!["d"]],
+        [vec![], vec![]],
+        [vec!["e f g"], vec!["h", "i", "j"]],
+    ];
+    let memory = persisted_outputs(&input, StorageLevel::Memory);
+    let tiny = persisted_outputs(
+        &input,
+        StorageLevel::MemoryAndDisk {
+            max_in_memory_bytes: 1,
+        },
+    );
+    let roomy = persisted_outputs(
+        &input,
+        StorageLevel::MemoryAndDisk {
+            max_in_memory_bytes: 1 << 20,
+        },
+    );
+    for path in [&memory, &tiny, &roomy] {
+        assert_eq!(path.calls, path.items, "one call of map per item");
+        assert_eq!(path.outputs[0], path.outputs[1]);
+        assert_eq!(path.outputs, memory.outputs);
+        assert_eq!(path.left, 0, "spill files are removed after the batch");
+    }
+    assert_eq!(memory.outputs[0][0].1, ["A B", "C", "D"]);
+    assert_eq!(
+        tiny.spill_files,
+        vec![1, 1, 1],
+        "every batch went through disk"
+    );
+    assert_eq!(
+        roomy.spill_files,
+        vec![0, 0, 0],
+        "small batches stay in memory"
+    );
+}
+
+/// A reference table read from a file, and what each batch saw of it.
+struct Blacklist {
+    file: tempfile::NamedTempFile,
+    checkpoint: tempfile::TempDir,
+}
+
+impl Blacklist {
+    fn new() -> Self {
+        Self {
+            file: tempfile::NamedTempFile::new().unwrap(),
+            checkpoint: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn set(&self, text: &str) {
+        std::fs::write(self.file.path(), text).unwrap();
+    }
+
+    fn table(&self) -> ReferenceTable<String, bool> {
+        ReferenceTable::from_file("blacklist", self.file.path(), |line| {
+            let (user, blocked) = line.split_once(' ').ok_or("expected `<user> <bool>`")?;
+            Ok(Some((user.to_owned(), blocked.parse::<bool>()?)))
+        })
+        .refresh_every(Duration::from_millis(2 * INTERVAL))
+    }
+
+    /// A program that outputs, every batch, the users blocked in the version it used.
+    fn program(&self) -> (Graph, Seen<String>) {
+        let ssc = context();
+        let blocked = ssc.kafka_direct_stream::<String>(&[TOPIC]).transform_with(
+            &self.table(),
+            |_, _, table| {
+                table
+                    .iter()
+                    .filter(|(_, blocked)| **blocked)
+                    .map(|(user, _)| user.clone())
+                    .collect()
+            },
+        );
+        let seen = collect(&blocked);
+        let mut graph = ssc.take_graph();
+        graph.checkpoint_dir = Some(self.checkpoint.path().to_path_buf());
+        (graph, seen)
+    }
+
+    fn versions(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(self.checkpoint.path().join("reference/blacklist"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Runs batch `n` of `graph`, its reference tables first, as the job does.
+async fn run_with_references(
+    graph: &mut Graph,
+    dir: &std::path::Path,
+    n: i64,
+) -> crate::Result<()> {
+    let t = BatchTime::from_millis(n * i64::try_from(INTERVAL).unwrap());
+    super::reference::prepare_all(&graph.references, dir, t).await?;
+    let plan = BatchPlan::new(t, Vec::new());
+    graph
+        .run(&BatchInput {
+            batch_time: t,
+            plan: &plan,
+            records: &[],
+        })
+        .map(|_| ())
+}
+
+fn blocked_by_batch(seen: &Seen<String>) -> Vec<(i64, String)> {
+    std::mem::take(&mut *seen.lock().unwrap())
+        .into_iter()
+        .map(|(t, users)| (t, users.join(",")))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reference_table_refreshes_on_its_grid_and_replays_use_the_saved_version() {
+    let blacklist = Blacklist::new();
+    let dir = blacklist.checkpoint.path();
+    let (mut graph, seen) = blacklist.program();
+    let changes = [(1, "tom true"), (2, "tom true\nleo true"), (3, "leo true")];
+    blacklist.set("tom true\nleo false");
+    for n in 1..=4 {
+        run_with_references(&mut graph, dir, n).await.unwrap();
+        if let Some((_, text)) = changes.iter().find(|(after, _)| *after == n) {
+            blacklist.set(text);
+        }
+    }
+    // Loaded at 100 (the first batch), then at 200 and 400 (every 200 ms); 300 keeps 200's.
+    let expected = [(100, "tom"), (200, "tom"), (300, "tom"), (400, "leo")];
+    let expected: Vec<(i64, String)> = expected.map(|(t, u)| (t, u.to_owned())).to_vec();
+    assert_eq!(blocked_by_batch(&seen), expected);
+    assert_eq!(
+        blacklist.versions(),
+        ["100.version", "200.version", "400.version"]
+    );
+
+    // A restart replays 300 and 400 while the file says something else: the saved versions win.
+    blacklist.set("mary true");
+    let (mut graph, seen) = blacklist.program();
+    for n in 3..=6 {
+        run_with_references(&mut graph, dir, n).await.unwrap();
+    }
+    let expected = [(300, "tom"), (400, "leo"), (500, "leo"), (600, "mary")];
+    let expected: Vec<(i64, String)> = expected.map(|(t, u)| (t, u.to_owned())).to_vec();
+    assert_eq!(blocked_by_batch(&seen), expected);
+
+    // A snapshot at 450 means no replay needs a version older than 400's.
+    std::fs::write(dir.join("snapshot-450.ckpt"), b"").unwrap();
+    // A bad line at a refresh keeps the version in force, saved as the version of 800.
+    blacklist.set("mary maybe");
+    for n in 7..=8 {
+        run_with_references(&mut graph, dir, n).await.unwrap();
+    }
+    let expected: Vec<(i64, String)> = [(700, "mary"), (800, "mary")]
+        .map(|(t, u)| (t, u.to_owned()))
+        .to_vec();
+    assert_eq!(blocked_by_batch(&seen), expected);
+    assert_eq!(
+        blacklist.versions(),
+        ["400.version", "600.version", "800.version"]
+    );
+}
+
+#[tokio::test]
+async fn a_reference_table_that_cannot_be_loaded_the_first_time_fails_the_batch() {
+    let blacklist = Blacklist::new();
+    blacklist.set("tom true\njerry perhaps\n");
+    let (mut graph, _seen) = blacklist.program();
+    let e = run_with_references(&mut graph, blacklist.checkpoint.path(), 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    let line = format!("{}:2:", blacklist.file.path().display());
+    assert!(
+        e.contains("reference table \"blacklist\"") && e.contains(&line),
+        "{e}"
+    );
+}
+
+#[test]
+fn reference_tables_are_checked_when_the_program_is_built() {
+    let ssc = context();
+    let lines = ssc.kafka_direct_stream::<String>(&[TOPIC]);
+    let table = |id: &str| {
+        ReferenceTable::from_file(id, "/nonexistent", |l: &str| Ok(Some((l.to_owned(), ()))))
+    };
+    let _ = lines
+        .map(|l| (l, 1))
+        .left_outer_join_reference(&table("t").refresh_every(Duration::from_millis(150)));
+    let _ = lines.transform_with(&table(".."), |_, items, _| items);
+    let _ = lines.transform_with(&table("t"), |_, items, _| items);
+    let bound = table("u").bind(crate::sink::SqlValue::Boolean(true));
+    let _ = lines.transform_with(&bound, |_, items, _| items);
+    let graph = ssc.take_graph();
+    let errors: Vec<String> = graph.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(errors[0].contains("not a positive multiple of the batch interval"));
+    assert!(errors[1].contains("must be 1 to 100"));
+    assert!(errors[2].contains("two reference tables have this id"));
+    assert!(errors[3].contains("bind applies to tables read with from_sql"));
 }

@@ -161,11 +161,17 @@ async fn transform_blacklist_drops_blacklisted_users() -> Result<()> {
         .collect();
     let (_topic, program) = setup("stream-blacklist", &lines, 20).await?;
     let dir = tempfile::tempdir()?;
+    let file = dir.path().join("blacklist.txt");
+    std::fs::write(&file, transform_blacklist::SEED_BLACKLIST)?;
+    let blacklist = transform_blacklist::blacklist(&file, Duration::from_millis(500));
+    let checkpoint = dir.path().join("checkpoint");
     let (input, output) = (Collected::default(), Collected::default());
     program
-        .run(dir.path(), &input, |lines| {
-            let valid = transform_blacklist::valid_clicks(lines, transform_blacklist::blacklist());
-            output.attach(&valid, |_| {});
+        .run(&checkpoint, &input, |lines| {
+            output.attach(
+                &transform_blacklist::valid_clicks(lines, &blacklist),
+                |_| {},
+            );
         })
         .await?;
     for (t, lines) in input.batches()? {
