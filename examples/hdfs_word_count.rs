@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
 
     let ssc = StreamingContext::get_or_create(&checkpoint, || {
         // No Kafka topic is read, so no broker is ever contacted.
-        let config = StreamConfig::new("hdfs-word-count", "");
+        let config = StreamConfig::named("hdfs-word-count");
         let ssc = StreamingContext::new(config, Duration::from_secs(1));
         word_counts(&ssc.text_file_stream(&directory)).print();
         Ok(ssc)

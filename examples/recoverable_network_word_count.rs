@@ -120,9 +120,9 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("port {port:?} is not a number from 0 to 65535"))?;
 
     let ssc = StreamingContext::get_or_create(checkpoint, || {
-        // No Kafka topic is read, so no broker is ever contacted.
-        let mut config = StreamConfig::new("recoverable-network-word-count", "");
-        config.checkpoint_interval = Some(INTERVAL);
+        // No Kafka topic is read, so no broker is ever contacted. A socket cannot be read again,
+        // so the context snapshots after every batch by default.
+        let config = StreamConfig::named("recoverable-network-word-count");
         let ssc = StreamingContext::new(config, INTERVAL);
         let mut file = AppendFile::new(output, batch_time_of);
         tallies(&ssc.socket_text_stream(host, port), &BLACKLIST).foreach_batch(

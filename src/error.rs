@@ -5,7 +5,7 @@
 //! help ([`Error::is_retryable`]): a database that went away is worth waiting for, a record that is
 //! not valid JSON is not.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::plan::{BatchTime, OffsetRange, TopicPartition};
 
@@ -117,8 +117,9 @@ pub enum Error {
         source: sqlx::Error,
     },
 
-    /// A file operation failed.
-    #[error("{}: {source}", path.display())]
+    /// A file operation failed. On a full disk or an exhausted quota the message says where to
+    /// free space.
+    #[error("{}: {source}{}", path.display(), io_advice(path, source))]
     Io {
         /// The file.
         path: PathBuf,
@@ -222,9 +223,30 @@ impl Error {
                 std::io::ErrorKind::Interrupted
                     | std::io::ErrorKind::TimedOut
                     | std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::QuotaExceeded
             ),
             _ => false,
         }
+    }
+}
+
+/// What to do about an I/O error on `path` that only the operator can cure: a full disk or an
+/// exhausted quota, which a retry gets past once space is freed.
+fn io_advice(path: &Path, error: &std::io::Error) -> String {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(path);
+    match error.kind() {
+        std::io::ErrorKind::StorageFull => format!(
+            "; the disk is full: free space on the file system that holds {}",
+            dir.display()
+        ),
+        std::io::ErrorKind::QuotaExceeded => format!(
+            "; the disk quota is used up: free space in {} or raise the quota",
+            dir.display()
+        ),
+        _ => String::new(),
     }
 }
 

@@ -3,6 +3,9 @@
 //! writes the batch once; a failure after COMMIT (the reply lost) is resolved from the commit
 //! table as committed, and the replay writes nothing. Either way each record lands exactly once.
 //!
+//! The checkpoint's failpoints fail its writes as a full disk would (`return(enospc:<dir>)`): the
+//! store is left as it was, and the same write succeeds once space is free, in the same process.
+//!
 //! `fail` is global to the process, so this binary is apart from `tests/it` and every test holds
 //! a [`fail::FailScenario`], which also runs them one at a time. Run it with
 //! `cargo test --features failpoints --test failpoints` (services as for `tests/it`).
@@ -14,10 +17,16 @@ mod common;
 #[path = "it/sink_support.rs"]
 mod sink_support;
 
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
-use weir::plan::{BatchTime, OffsetRange};
+use anyhow::{Context, Result, bail, ensure};
+use weir::checkpoint::{
+    CheckpointStore, PipelineIdentity, Recovery, RecoveryPreview, Snapshot, SnapshotStatus, inspect,
+};
+use weir::plan::{BatchPlan, BatchTime, OffsetRange, TopicPartition};
 use weir::sink::{CommitKey, RetryPolicy, Sink, SqlSink, SqlSinkConfig, WriteOutcome};
 use weir::source::PartitionBatch;
 
@@ -217,6 +226,164 @@ async fn failpoints_a_crash_mid_transaction_commits_nothing() -> Result<()> {
             );
             restarted.close().await;
         }
+    }
+    scenario.teardown();
+    Ok(())
+}
+
+// --- the checkpoint on a full disk ---------------------------------------------------------------
+
+fn checkpoint_identity() -> PipelineIdentity {
+    PipelineIdentity::new("disk-full", ["orders"], "sqlite://orders.db table=orders")
+}
+
+fn t(i: i64) -> BatchTime {
+    BatchTime::from_millis(i * 100)
+}
+
+/// Batch `i` reads offsets `[10(i-1), 10i)` of orders/0.
+fn plan(i: i64) -> BatchPlan {
+    let tp = TopicPartition::new("orders", 0);
+    BatchPlan::new(t(i), vec![OffsetRange::new(tp, (i - 1) * 10, i * 10)])
+}
+
+/// The snapshot after batch `i`.
+fn snapshot(i: i64) -> Snapshot {
+    let positions = BTreeMap::from([(TopicPartition::new("orders", 0), i * 10)]);
+    Snapshot::initial(
+        checkpoint_identity(),
+        Duration::from_millis(100),
+        t(i),
+        positions,
+    )
+}
+
+/// A fresh checkpoint in `dir` with its initial snapshot and plans `1..=plans` logged.
+fn checkpoint(dir: &Path, plans: i64) -> Result<CheckpointStore> {
+    let mut store = CheckpointStore::open(dir)?;
+    ensure!(store.recover(&checkpoint_identity())? == Recovery::Fresh);
+    store.write_snapshot(&snapshot(0))?;
+    for i in 1..=plans {
+        store.append_plan(&plan(i))?;
+    }
+    Ok(store)
+}
+
+/// Makes `failpoint` fail writes under `dir` as a full disk does.
+fn disk_full_at(failpoint: &str, dir: &Path) -> Result<()> {
+    fail::cfg(failpoint, &format!("return(enospc:{})", dir.display())).map_err(anyhow::Error::msg)
+}
+
+fn ensure_disk_full(result: weir::Result<()>, what: &str) -> Result<()> {
+    let Err(error) = result else {
+        bail!("{what}: no error");
+    };
+    ensure!(error.is_retryable(), "{what}: not retryable: {error}");
+    ensure!(
+        error.to_string().contains("free space"),
+        "{what}: says not what to do: {error}"
+    );
+    Ok(())
+}
+
+/// What `weir checkpoint inspect` would see: no temporary file, every snapshot valid, every
+/// plan log whole, and a recovery from the snapshot after batch `snapshot_at` replaying `replay`.
+fn ensure_clean(
+    dir: &Path,
+    snapshot_at: i64,
+    replay: RangeInclusive<i64>,
+    what: &str,
+) -> Result<()> {
+    let inspection = inspect(dir)?;
+    ensure!(
+        inspection.temp_files.is_empty()
+            && inspection.plan_logs.iter().all(|log| log.problem.is_none())
+            && inspection
+                .snapshots
+                .iter()
+                .all(|s| matches!(s.status, SnapshotStatus::Valid(_))),
+        "{what}: not clean:\n{inspection}"
+    );
+    let expected = (!replay.is_empty())
+        .then(|| (t(*replay.start()), t(*replay.end()), replay.clone().count()));
+    match &inspection.recovery {
+        RecoveryPreview::Resume {
+            snapshot, replay, ..
+        } if *snapshot == t(snapshot_at) && *replay == expected => Ok(()),
+        other => bail!("{what}: recovery would be {other:?}"),
+    }
+}
+
+/// Recovers `dir` in a new store (as a restart would) and checks that it logged `plans` exactly.
+fn ensure_recovers(
+    dir: &Path,
+    snapshot_at: i64,
+    plans: RangeInclusive<i64>,
+    what: &str,
+) -> Result<()> {
+    let recovered = CheckpointStore::open(dir)?.recover(&checkpoint_identity())?;
+    let expected = Recovery::Resume {
+        snapshot: snapshot(snapshot_at),
+        plans: plans.map(plan).collect(),
+    };
+    ensure!(recovered == expected, "{what}: recovered {recovered:?}");
+    Ok(())
+}
+
+#[test]
+fn failpoints_a_plan_append_on_a_full_disk_leaves_no_trace_and_succeeds_later() -> Result<()> {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir()?;
+    let mut store = checkpoint(dir.path(), 1)?;
+    disk_full_at(
+        "checkpoint::plan_log::after_append_before_fsync",
+        dir.path(),
+    )?;
+    for attempt in 1..=3 {
+        let what = format!("append, attempt {attempt}");
+        ensure_disk_full(store.append_plan(&plan(2)), &what)?;
+        ensure_clean(dir.path(), 0, 1..=1, &what)?;
+    }
+    fail::remove("checkpoint::plan_log::after_append_before_fsync");
+    store.append_plan(&plan(2))?;
+    store.append_plan(&plan(3))?;
+    drop(store);
+    ensure_recovers(dir.path(), 0, 1..=3, "after the disk was freed")?;
+    scenario.teardown();
+    Ok(())
+}
+
+#[test]
+fn failpoints_a_snapshot_on_a_full_disk_keeps_the_previous_one_and_succeeds_later() -> Result<()> {
+    let scenario = fail::FailScenario::setup();
+    for failpoint in [
+        "checkpoint::snapshot::after_temp_write",
+        "checkpoint::snapshot::before_fsync",
+        "checkpoint::snapshot::after_fsync_before_rename",
+        "checkpoint::snapshot::after_rename_before_dir_fsync",
+    ] {
+        let dir = tempfile::tempdir()?;
+        let mut store = checkpoint(dir.path(), 3)?;
+        disk_full_at(failpoint, dir.path())?;
+        ensure_disk_full(store.write_snapshot(&snapshot(2)), failpoint)?;
+        // Only a renamed snapshot is in use; a failure before leaves everything as it was.
+        let in_use = if failpoint.ends_with("after_rename_before_dir_fsync") {
+            2
+        } else {
+            0
+        };
+        ensure_clean(dir.path(), in_use, in_use + 1..=3, failpoint)?;
+        // Plans logged meanwhile go where a recovery finds them.
+        store.append_plan(&plan(4))?;
+        ensure_disk_full(store.write_snapshot(&snapshot(2)), failpoint)?;
+        ensure_clean(dir.path(), in_use, in_use + 1..=4, failpoint)?;
+
+        fail::remove(failpoint);
+        store.write_snapshot(&snapshot(2))?;
+        store.append_plan(&plan(5))?;
+        ensure_clean(dir.path(), 2, 3..=5, failpoint)?;
+        drop(store);
+        ensure_recovers(dir.path(), 2, 3..=5, failpoint)?;
     }
     scenario.teardown();
     Ok(())

@@ -10,6 +10,17 @@ use crate::plan::BatchTime;
 /// The name of the lock file.
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
+/// The directory where sources keep what they need to read a logged plan again (a file
+/// source's list of files).
+pub(crate) const SOURCES_DIR: &str = "sources";
+/// The directory where persisted streams spill large batches while a batch runs.
+pub(crate) const SPILL_DIR: &str = "spill";
+/// The directory of reference table versions.
+pub(crate) const REFERENCE_DIR: &str = "reference";
+/// The subdirectories that sources and operators keep in the checkpoint directory; they belong
+/// to the checkpoint but are not one by themselves.
+const DATA_DIRS: [&str; 3] = [SOURCES_DIR, SPILL_DIR, REFERENCE_DIR];
+
 const SNAPSHOT_PREFIX: &str = "snapshot-";
 const SNAPSHOT_SUFFIX: &str = ".ckpt";
 const PLAN_LOG_PREFIX: &str = "plans-";
@@ -59,7 +70,7 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
             listing.other_files.push(path);
             continue;
         };
-        if name == LOCK_FILE {
+        if name == LOCK_FILE || DATA_DIRS.contains(&name) && path.is_dir() {
             continue;
         }
         if let Some(t) = parse_time(name, SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX) {
@@ -96,26 +107,54 @@ pub(crate) struct AtomicWriteFailpoints {
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
-/// mix: temporary file in the same directory, fsync, rename, fsync the directory.
+/// mix: [`replace`], then [`sync_replaced`].
 pub(crate) fn write_atomically(
     path: &Path,
     bytes: &[u8],
     failpoints: Option<&AtomicWriteFailpoints>,
 ) -> Result<()> {
+    replace(path, bytes, failpoints)?;
+    sync_replaced(path, failpoints)
+}
+
+/// Puts `bytes` in place of `path`: temporary file in the same directory, fsync, rename. When it
+/// fails (a full disk, say), `path` is as it was and the temporary file is removed, so that the
+/// write can simply be tried again.
+pub(crate) fn replace(
+    path: &Path,
+    bytes: &[u8],
+    failpoints: Option<&AtomicWriteFailpoints>,
+) -> Result<()> {
     let temp = temp_path(path);
+    let replaced = write_synced(&temp, bytes, failpoints)
+        .and_then(|()| failpoint(failpoints.map(|f| f.after_fsync_before_rename), &temp))
+        .and_then(|()| fs::rename(&temp, path).map_err(|e| Error::io(path, e)));
+    if replaced.is_err() {
+        // Best effort: what is left is removed at the next open. On a full disk this frees space.
+        let _ = fs::remove_file(&temp);
+    }
+    replaced
+}
+
+fn write_synced(
+    temp: &Path,
+    bytes: &[u8],
+    failpoints: Option<&AtomicWriteFailpoints>,
+) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&temp)
-        .map_err(|e| Error::io(&temp, e))?;
-    file.write_all(bytes).map_err(|e| Error::io(&temp, e))?;
-    failpoint(failpoints.map(|f| f.after_temp_write), &temp)?;
-    failpoint(failpoints.map(|f| f.before_fsync), &temp)?;
-    file.sync_all().map_err(|e| Error::io(&temp, e))?;
-    drop(file);
-    failpoint(failpoints.map(|f| f.after_fsync_before_rename), &temp)?;
-    fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
+        .open(temp)
+        .map_err(|e| Error::io(temp, e))?;
+    file.write_all(bytes).map_err(|e| Error::io(temp, e))?;
+    failpoint(failpoints.map(|f| f.after_temp_write), temp)?;
+    failpoint(failpoints.map(|f| f.before_fsync), temp)?;
+    file.sync_all().map_err(|e| Error::io(temp, e))
+}
+
+/// Makes the rename of a [`replace`] durable. Until it has, a crash may leave the old file.
+pub(crate) fn sync_replaced(path: &Path, failpoints: Option<&AtomicWriteFailpoints>) -> Result<()> {
     failpoint(failpoints.map(|f| f.after_rename_before_dir_fsync), path)?;
     sync_parent(path)
 }
@@ -148,13 +187,27 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Evaluates the failpoint `name`, if any. With the `failpoints` feature a test can make it panic,
 /// or make the write fail there with an error: `return` fails every write, `return(<dir>)` only
-/// writes under `<dir>`, so that tests running in parallel do not trip each other.
+/// writes under `<dir>`, so that tests running in parallel do not trip each other. With
+/// `return(enospc)` or `return(enospc:<dir>)` the error is the one of a full disk
+/// ([`std::io::ErrorKind::StorageFull`]).
 pub(crate) fn failpoint(name: Option<&str>, path: &Path) -> Result<()> {
     let Some(name) = name else { return Ok(()) };
     let _ = (name, path); // used only when failpoints are compiled in
-    fail::fail_point!(name, |only_under: Option<String>| {
-        if only_under.is_some_and(|dir| !path.starts_with(dir)) {
+    fail::fail_point!(name, |arg: Option<String>| {
+        let arg = arg.unwrap_or_default();
+        let (disk_full, only_under) = match arg.strip_prefix("enospc") {
+            Some(rest) => (true, rest.strip_prefix(':').unwrap_or(rest)),
+            None => (false, arg.as_str()),
+        };
+        if !only_under.is_empty() && !path.starts_with(only_under) {
             return Ok(());
+        }
+        if disk_full {
+            let full = std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("no space left on device (failpoint {name})"),
+            );
+            return Err(Error::io(path, full));
         }
         Err(Error::checkpoint(
             path,

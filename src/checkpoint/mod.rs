@@ -89,6 +89,9 @@ mod store;
 
 use std::time::Duration;
 
+pub(crate) use files::{
+    REFERENCE_DIR, SOURCES_DIR, SPILL_DIR, list as list_checkpoint, sync_dir, write_atomically,
+};
 pub use identity::PipelineIdentity;
 pub use inspect::{
     Inspection, OperatorSummary, PlanLogReport, RecoveryPreview, SnapshotReport, SnapshotStatus,

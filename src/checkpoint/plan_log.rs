@@ -281,11 +281,19 @@ fn to_u64(n: usize) -> u64 {
 }
 
 /// Appends plans to one plan log, each durable before [`PlanLogWriter::append`] returns.
+///
+/// An append that fails (a full disk, say) may leave part of its record behind. That part is cut
+/// off at once when possible, and otherwise before the next append: a record after a partial one
+/// would make the log look corrupt. So an append can be tried again, in the same process, once
+/// its cause is gone.
 #[derive(Debug)]
 pub(crate) struct PlanLogWriter {
     path: PathBuf,
     file: File,
+    /// The length of the header and the whole records: the last append that succeeded ends here.
     len: u64,
+    /// A failed append may have left bytes after `len`.
+    unclean: bool,
 }
 
 impl PlanLogWriter {
@@ -305,13 +313,15 @@ impl PlanLogWriter {
             path: path.to_path_buf(),
             file,
             len,
+            unclean: false,
         })
     }
 
-    /// Appends one record and fsyncs it. After an error the file may end in a partial record,
-    /// so nothing may be appended after it until recovery has cut it off.
+    /// Appends one record and fsyncs it. Fails without effect when what an earlier failed append
+    /// left cannot be cut off first.
     pub fn append(&mut self, plan: &BatchPlan) -> Result<()> {
         let record = encode_record(plan, &self.path)?;
+        self.cut_failed_append()?;
         let written = self
             .file
             .write_all(&record)
@@ -324,11 +334,27 @@ impl PlanLogWriter {
                 Ok(())
             }
             Err(e) => {
-                // Best effort: after a failed fsync the page cache cannot be trusted either.
-                let _ = self.file.set_len(self.len);
+                self.unclean = true;
+                // Now rather than at the next append: on a full disk this frees the space, and
+                // the log stays whole for recovery. If it fails, the next append tries again.
+                let _ = self.cut_failed_append();
                 Err(e)
             }
         }
+    }
+
+    /// Cuts what a failed append left after the last whole record off, durably, if anything. The
+    /// next record is then written whole, so pages whose writeback failed (after a failed fsync
+    /// the page cache cannot be trusted) are written again too.
+    pub fn cut_failed_append(&mut self) -> Result<()> {
+        if self.unclean {
+            self.file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_all())
+                .map_err(|e| Error::io(&self.path, e))?;
+            self.unclean = false;
+        }
+        Ok(())
     }
 }
 
@@ -410,6 +436,25 @@ mod tests {
         let mut bytes = log(3);
         bytes[HEADER_LEN + 3] = 0x7f; // the first record now claims ~2 GiB
         assert!(matches!(parse(&bytes), Err(LogDefect::Corrupt { .. })));
+    }
+
+    /// The cut that a failed append could not make at once is made before the next append.
+    #[test]
+    fn what_a_failed_append_left_is_cut_off_before_the_next_one() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("plans-0.log");
+        PlanLogWriter::create(&path, &[plan(1)])?;
+        let mut writer = PlanLogWriter::open(&path)?;
+        let partial = encode_record(&plan(2), &path)?;
+        OpenOptions::new()
+            .append(true)
+            .open(&path)?
+            .write_all(&partial[..partial.len() / 2])?;
+        writer.unclean = true;
+        writer.append(&plan(2))?;
+        writer.append(&plan(3))?;
+        assert_eq!(std::fs::read(&path)?, log(3));
+        Ok(())
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fs;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, BatchTime, TopicPartition};
@@ -79,18 +79,8 @@ struct Active {
     logged: Vec<BatchPlan>,
     /// The snapshot's positions advanced by every logged plan.
     chain: Chain,
-    /// `plans-<snapshot_time>.log`.
-    log: PlanLog,
-}
-
-#[derive(Debug)]
-enum PlanLog {
-    /// Opened by name at the next append.
-    Closed,
-    Open(PlanLogWriter),
-    /// An append failed: the file may end in a partial record, and a record after it would look
-    /// like corruption. Only a restart (whose recovery cuts the partial record off) appends again.
-    Failed,
+    /// The writer of `plans-<snapshot_time>.log`; `None` until the next append opens it by name.
+    log: Option<PlanLogWriter>,
 }
 
 impl CheckpointStore {
@@ -181,7 +171,9 @@ impl CheckpointStore {
         for plan in &found.plans {
             chain.advance(plan);
         }
-        info!(
+        // The scheduler says it at info level once recovery is done; the start-up cross-check
+        // reads the checkpoint before it, so this would be said twice.
+        debug!(
             snapshot = %found.snapshot_path.display(),
             logged_plans = found.plans.len(),
             "Recovered the checkpoint."
@@ -192,7 +184,7 @@ impl CheckpointStore {
             snapshot_positions: snapshot.positions.clone(),
             logged: found.plans.clone(),
             chain,
-            log: PlanLog::Closed,
+            log: None,
         });
         Ok(Recovery::Resume {
             snapshot,
@@ -207,6 +199,9 @@ impl CheckpointStore {
     /// plans logged up to its batch time end (invariant 5); plans logged after its batch time are
     /// carried into its new plan log. Fails with [`Error::Contiguity`] when the positions do not
     /// match, and before [`recover`](Self::recover) has run.
+    ///
+    /// A write that fails on I/O (a full disk: [`Error::is_retryable`]) leaves the previous
+    /// snapshot and plan log in use, removes its temporary files, and may be tried again.
     pub fn write_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
         let t = snapshot.batch_time;
         let carried: Vec<BatchPlan> = match &self.state {
@@ -223,6 +218,7 @@ impl CheckpointStore {
             }
         };
         let snapshot_path = files::snapshot_path(&self.dir, t);
+        let log_path = files::plan_log_path(&self.dir, t);
         let mut chain = Chain::new(t, snapshot.positions.clone());
         for plan in &carried {
             chain.push(plan).map_err(|violation| Error::Contiguity {
@@ -233,22 +229,35 @@ impl CheckpointStore {
         let bytes = snapshot.encode(&snapshot_path)?;
         if let State::Active(active) = &mut self.state
             && active.snapshot_time == t
-            && matches!(active.log, PlanLog::Open(_))
         {
-            // Its file is about to be replaced: an open handle would append to the old one.
-            active.log = PlanLog::Closed;
+            // Its file is about to be replaced: an open handle would append to the old one. The
+            // next append opens it by name, so it must not end in what a failed append left.
+            if let Some(writer) = &mut active.log {
+                writer.cut_failed_append()?;
+            }
+            active.log = None;
         }
+        let log_is_new = !log_path.exists();
         // The log first: once the snapshot exists, its log must hold every plan after it.
-        PlanLogWriter::create(&files::plan_log_path(&self.dir, t), &carried)?;
-        files::write_atomically(&snapshot_path, &bytes, Some(&SNAPSHOT_FAILPOINTS))?;
+        let replaced = PlanLogWriter::create(&log_path, &carried)
+            .and_then(|()| files::replace(&snapshot_path, &bytes, Some(&SNAPSHOT_FAILPOINTS)));
+        if let Err(e) = replaced {
+            if log_is_new {
+                self.remove_unused_log(&log_path);
+            }
+            return Err(e);
+        }
+        // The snapshot is in place: a crash from here on may recover from it, so plans go to
+        // its log even if making the rename durable fails.
         self.state = State::Active(Active {
             pipeline: snapshot.identity.pipeline.clone(),
             snapshot_time: t,
             snapshot_positions: snapshot.positions.clone(),
             logged: carried,
             chain,
-            log: PlanLog::Closed,
+            log: None,
         });
+        files::sync_replaced(&snapshot_path, Some(&SNAPSHOT_FAILPOINTS))?;
         self.remove_old_files(t);
         Ok(())
     }
@@ -258,8 +267,11 @@ impl CheckpointStore {
     ///
     /// Fails with [`Error::Contiguity`] when `plan` does not follow the last logged plan (or the
     /// snapshot): its batch time must be later and each range must start where its partition's
-    /// previous range ended. After an I/O failure the store refuses further appends until the
-    /// process restarts, because the log may end in a partial record.
+    /// previous range ended.
+    ///
+    /// An append that fails on I/O (a full disk: [`Error::is_retryable`]) logs nothing: what it
+    /// may have written is cut off, at once or before the next append, and recovery reads only
+    /// whole records meanwhile. The same plan can then be appended again once the cause is gone.
     pub fn append_plan(&mut self, plan: &BatchPlan) -> Result<()> {
         let dir = self.dir.clone();
         let active = match &mut self.state {
@@ -286,10 +298,7 @@ impl CheckpointStore {
                 ),
                 detail: violation.to_string(),
             })?;
-        if let Err(e) = active.writer(&log_path)?.append(plan) {
-            active.log = PlanLog::Failed;
-            return Err(e);
-        }
+        active.writer(&log_path)?.append(plan)?;
         active.chain.advance(plan);
         active.logged.push(plan.clone());
         Ok(())
@@ -328,6 +337,24 @@ impl CheckpointStore {
             &self.dir,
             "the checkpoint must be recovered before it is written; this is a weir bug",
         )
+    }
+
+    /// Removes the plan log a failed [`write_snapshot`](Self::write_snapshot) created for its
+    /// snapshot: it holds only plans the current log holds too, and in an otherwise empty
+    /// directory it would look like a checkpoint without a snapshot. On a full disk this frees
+    /// space. Failures are warnings: a retry replaces the file.
+    fn remove_unused_log(&self, path: &Path) {
+        match fs::remove_file(path) {
+            Ok(()) => {
+                if let Err(e) = files::sync_dir(&self.dir) {
+                    warn!(error = %e, "Cannot sync the checkpoint directory after removing an unused plan log.");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "Cannot remove the plan log of a snapshot that was not written.");
+            }
+        }
     }
 
     /// Keeps the newest `keep_snapshots` snapshots up to `newest` and the plan logs from the
@@ -374,20 +401,16 @@ impl CheckpointStore {
 impl Active {
     /// The writer of the plan log at `path`, opened (and created, if missing) on first use.
     fn writer(&mut self, path: &Path) -> Result<&mut PlanLogWriter> {
-        if matches!(self.log, PlanLog::Closed) {
-            if !path.exists() {
-                PlanLogWriter::create(path, &[])?;
+        let writer = match self.log.take() {
+            Some(writer) => writer,
+            None => {
+                if !path.exists() {
+                    PlanLogWriter::create(path, &[])?;
+                }
+                PlanLogWriter::open(path)?
             }
-            self.log = PlanLog::Open(PlanLogWriter::open(path)?);
-        }
-        match &mut self.log {
-            PlanLog::Open(writer) => Ok(writer),
-            PlanLog::Closed | PlanLog::Failed => Err(Error::checkpoint(
-                path,
-                "an earlier append to this plan log failed, so it may end in a partial record; \
-                 restart weir (recovery cuts the partial record off)",
-            )),
-        }
+        };
+        Ok(self.log.insert(writer))
     }
 
     /// Invariant 5: a snapshot at `t` holds the positions after every batch up to `t`.

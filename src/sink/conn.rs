@@ -41,21 +41,25 @@ pub(crate) enum SinkTx {
     Sqlite(Transaction<'static, Sqlite>),
 }
 
-/// Rows the sink reads back: decodable from every database.
-pub(crate) trait AnyRow:
+/// A row type that can be read from every database weir speaks: a tuple such as
+/// `(String, bool)`, or a struct with `#[derive(sqlx::FromRow)]`. The sink reads its commit
+/// table with it, and reference tables of streaming programs their queries.
+pub trait SqlRow:
     for<'r> FromRow<'r, PgRow>
     + for<'r> FromRow<'r, MySqlRow>
     + for<'r> FromRow<'r, SqliteRow>
     + Send
     + Unpin
+    + 'static
 {
 }
-impl<T> AnyRow for T where
+impl<T> SqlRow for T where
     T: for<'r> FromRow<'r, PgRow>
         + for<'r> FromRow<'r, MySqlRow>
         + for<'r> FromRow<'r, SqliteRow>
         + Send
         + Unpin
+        + 'static
 {
 }
 
@@ -164,7 +168,7 @@ impl SinkPool {
     }
 
     /// Every row of a query.
-    pub(crate) async fn fetch_all<T: AnyRow>(
+    pub(crate) async fn fetch_all<T: SqlRow>(
         &self,
         sql: String,
         params: &[SqlValue],
@@ -173,7 +177,7 @@ impl SinkPool {
     }
 
     /// The first row of a query, if any.
-    pub(crate) async fn fetch_optional<T: AnyRow>(
+    pub(crate) async fn fetch_optional<T: SqlRow>(
         &self,
         sql: String,
         params: &[SqlValue],
@@ -202,7 +206,7 @@ impl SinkTx {
     }
 
     /// The first row of a query, if any.
-    pub(crate) async fn fetch_optional<T: AnyRow>(
+    pub(crate) async fn fetch_optional<T: SqlRow>(
         &mut self,
         sql: String,
         params: &[SqlValue],

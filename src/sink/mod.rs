@@ -34,6 +34,7 @@ pub use config::{
     ColumnConfig, DEFAULT_SQLITE_URL, KeySource, MAX_BIND_PARAMETERS, MetadataColumns,
     MetadataField, OnError, SqlSinkConfig, WriteMode,
 };
+pub use conn::SqlRow;
 pub use dialect::Dialect;
 pub use ident::{MAX_IDENTIFIER_BYTES, validate_identifier};
 pub use retry::RetryPolicy;

@@ -19,17 +19,16 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{PartitionBatch, Record, Source, Watermarks};
+use crate::checkpoint::SOURCES_DIR;
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, TopicPartition};
 use crate::runtime::run_blocking;
-
-/// The directory of the checkpoint that holds the sources' own durable state.
-pub(crate) const SOURCES_DIR: &str = "sources";
 
 /// A file as it was listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +37,16 @@ struct Listed {
     name: String,
     /// Its length when listed.
     len: u64,
+    /// Its modification time when listed, in nanoseconds since the epoch, where the file
+    /// system has one (lists written before it was recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    modified_ns: Option<u64>,
+}
+
+/// A file's modification time in nanoseconds since the epoch.
+fn modified_ns(metadata: &fs::Metadata) -> Option<u64> {
+    let since_epoch = metadata.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since_epoch.as_nanos()).ok()
 }
 
 /// A directory of text files as a one-partition source.
@@ -49,6 +58,8 @@ pub struct FileSource {
     /// Every file listed so far, in list order; `Arc` so a listing can run off the runtime.
     listed: Arc<Vec<Listed>>,
     assigned: Option<i64>,
+    /// Names that are not UTF-8, already reported.
+    unreadable_names: BTreeSet<String>,
 }
 
 impl FileSource {
@@ -67,6 +78,7 @@ impl FileSource {
             list_path,
             listed: Arc::new(listed),
             assigned: None,
+            unreadable_names: BTreeSet::new(),
         })
     }
 
@@ -84,14 +96,19 @@ impl FileSource {
         let dir = self.dir.clone();
         let list_path = self.list_path.clone();
         let listed = Arc::clone(&self.listed);
-        let found = run_blocking("listing a source directory", move || {
-            let new = new_files(&dir, &listed)?;
+        let (found, not_utf8) = run_blocking("listing a source directory", move || {
+            let (new, not_utf8) = new_files(&dir, &listed)?;
             if !new.is_empty() {
                 append_list(&list_path, &new)?;
             }
-            Ok(new)
+            Ok((new, not_utf8))
         })
         .await?;
+        for name in not_utf8 {
+            if self.unreadable_names.insert(name.clone()) {
+                warn!(message = "Skipping a file whose name is not UTF-8; rename it to have it read.", directory = %self.dir.display(), file = %name);
+            }
+        }
         if !found.is_empty() {
             info!(message = "Found new files.", directory = %self.dir.display(), files = found.len());
             Arc::make_mut(&mut self.listed).extend(found);
@@ -180,15 +197,21 @@ impl Source for FileSource {
     }
 }
 
-/// The files of `dir` that are not in `listed`, by name; hidden (`.`) and temporary (`_`)
-/// names and anything but regular files are left out.
-fn new_files(dir: &Path, listed: &[Listed]) -> Result<Vec<Listed>> {
+/// The files of `dir` that are not in `listed`, by name, and the names that are not UTF-8
+/// (left out, to be reported); hidden (`.`) and temporary (`_`) names and anything but regular
+/// files are left out too.
+fn new_files(dir: &Path, listed: &[Listed]) -> Result<(Vec<Listed>, Vec<String>)> {
     let known: BTreeSet<&str> = listed.iter().map(|l| l.name.as_str()).collect();
     let mut new = Vec::new();
+    let mut not_utf8 = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
+        let name = match entry.file_name().into_string() {
+            Ok(name) => name,
+            Err(name) => {
+                not_utf8.push(name.to_string_lossy().into_owned());
+                continue;
+            }
         };
         if name.starts_with('.') || name.starts_with('_') || known.contains(name.as_str()) {
             continue;
@@ -198,11 +221,12 @@ fn new_files(dir: &Path, listed: &[Listed]) -> Result<Vec<Listed>> {
             new.push(Listed {
                 name,
                 len: metadata.len(),
+                modified_ns: modified_ns(&metadata),
             });
         }
     }
     new.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(new)
+    Ok((new, not_utf8))
 }
 
 /// Each file as a record: offset = its number in the list, key = its path, value = its bytes.
@@ -210,7 +234,8 @@ fn read_files(dir: &Path, tp: &TopicPartition, from: i64, files: &[Listed]) -> R
     let mut records = Vec::with_capacity(files.len());
     for (offset, file) in (from..).zip(files) {
         let path = dir.join(&file.name);
-        let bytes = fs::read(&path).map_err(|e| Error::Record {
+        let read = fs::read(&path).and_then(|bytes| Ok((bytes, fs::metadata(&path)?)));
+        let (bytes, metadata) = read.map_err(|e| Error::Record {
             tp: tp.clone(),
             offset,
             reason: format!(
@@ -227,6 +252,16 @@ fn read_files(dir: &Path, tp: &TopicPartition, from: i64, files: &[Listed]) -> R
                     path.display(),
                     file.len,
                     bytes.len()
+                ),
+            });
+        }
+        if file.modified_ns.is_some() && modified_ns(&metadata) != file.modified_ns {
+            return Err(Error::Record {
+                tp: tp.clone(),
+                offset,
+                reason: format!(
+                    "file {} was modified after it was listed; files of a source directory must not change: write new data to a new file",
+                    path.display()
                 ),
             });
         }
@@ -361,21 +396,27 @@ mod tests {
         assert_eq!(w[&tp].stable_end, 3, "nothing is listed twice");
     }
 
-    #[tokio::test]
-    async fn a_changed_file_is_named() {
-        let root = temp_dir("changed");
+    /// Lists a directory holding `a.txt`, lets `change` alter the file, then reads it: the error.
+    async fn read_after(name: &str, change: impl FnOnce(&Path)) -> (PathBuf, String) {
+        let root = temp_dir(name);
         let (input, checkpoint) = (root.join("in"), root.join("ckpt"));
         fs::create_dir_all(&input).unwrap();
         fs::write(input.join("a.txt"), "a\n").unwrap();
         let mut source = FileSource::open(&input, &checkpoint).unwrap();
         let parts = source.discover().await.unwrap();
         source.watermarks(&parts).await.unwrap();
-        fs::write(input.join("a.txt"), "a\nmore\n").unwrap();
+        change(&input.join("a.txt"));
         let plan = BatchPlan::new(
             BatchTime::from_millis(0),
             vec![OffsetRange::new(source.partition(), 0, 1)],
         );
         let e = source.fetch(&plan, false).await.unwrap_err().to_string();
+        (input, e)
+    }
+
+    #[tokio::test]
+    async fn a_changed_file_is_named() {
+        let (input, e) = read_after("changed", |a| fs::write(a, "a\nmore\n").unwrap()).await;
         assert!(
             e.contains("a.txt had 2 bytes when listed and has 7 now"),
             "{e}"
@@ -384,6 +425,18 @@ mod tests {
             e.starts_with(&format!("record file:{}/0@0", input.display())),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_rewritten_at_the_same_size_is_named() {
+        let (_, e) = read_after("rewritten", |a| {
+            let file = File::options().write(true).open(a).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&file, b"b\n", 0).unwrap();
+            file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(1_000))
+                .unwrap();
+        })
+        .await;
+        assert!(e.contains("a.txt was modified after it was listed"), "{e}");
     }
 
     #[test]
@@ -395,6 +448,7 @@ mod tests {
             &[Listed {
                 name: "a".into(),
                 len: 1,
+                modified_ns: None,
             }],
         )
         .unwrap();
@@ -406,6 +460,7 @@ mod tests {
             &[Listed {
                 name: "c".into(),
                 len: 2,
+                modified_ns: Some(7),
             }],
         )
         .unwrap();

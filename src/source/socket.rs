@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
@@ -107,8 +107,18 @@ async fn read_lines(address: String, sender: mpsc::Sender<Vec<u8>>) {
                 let mut reader = BufReader::new(stream);
                 loop {
                     let mut line = Vec::new();
-                    match reader.read_until(b'\n', &mut line).await {
+                    let read = (&mut reader)
+                        .take(MAX_LINE_BYTES + 1)
+                        .read_until(b'\n', &mut line)
+                        .await;
+                    match read {
                         Ok(0) => break,
+                        Ok(_) if line.len() > max_line_len(&line) => {
+                            warn!(message = "Dropped a line longer than the socket source allows.", %address, max_bytes = MAX_LINE_BYTES);
+                            if skip_line(&mut reader).await.is_err() {
+                                break;
+                            }
+                        }
                         Ok(_) => {
                             while line.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
                                 line.pop();
@@ -134,6 +144,34 @@ async fn read_lines(address: String, sender: mpsc::Sender<Vec<u8>>) {
             return;
         }
         tokio::time::sleep(RECONNECT_EVERY).await;
+    }
+}
+
+/// The longest line the source accepts; longer ones are dropped with a warning, so that a sender
+/// that never ends its line cannot fill memory.
+const MAX_LINE_BYTES: u64 = 1 << 20;
+
+/// The most bytes `line` may have: the limit, plus its line end when it has one.
+fn max_line_len(line: &[u8]) -> usize {
+    let limit = usize::try_from(MAX_LINE_BYTES).unwrap_or(usize::MAX);
+    if line.ends_with(b"\n") {
+        limit + 1
+    } else {
+        limit
+    }
+}
+
+/// Reads and drops the rest of a line, in chunks of at most the line limit.
+async fn skip_line(reader: &mut BufReader<TcpStream>) -> std::io::Result<()> {
+    loop {
+        let mut chunk = Vec::new();
+        let n = (&mut *reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut chunk)
+            .await?;
+        if n == 0 || chunk.ends_with(b"\n") {
+            return Ok(());
+        }
     }
 }
 
@@ -244,7 +282,10 @@ mod tests {
         let tp = source.partition();
         source.assign(&BTreeMap::from([(tp.clone(), 10)])).unwrap();
         let (mut conn, _) = listener.accept().await.unwrap();
-        conn.write_all(b"a b\r\nc\n").await.unwrap();
+        // A line over the limit is dropped, not kept growing.
+        let long = vec![b'x'; usize::try_from(MAX_LINE_BYTES).unwrap() * 2 + 7];
+        conn.write_all(&long).await.unwrap();
+        conn.write_all(b"\na b\r\nc\n").await.unwrap();
 
         let mut end = 10;
         while end < 12 {

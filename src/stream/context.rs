@@ -55,7 +55,9 @@ pub struct StreamConfig {
     #[serde(default = "default_output_partitions")]
     pub output_partitions: u32,
     /// Time between snapshots; by default the smallest multiple of the batch interval and of
-    /// every window slide that is at least 10 s.
+    /// every window slide that is at least 10 s, and the smallest such multiple when the program
+    /// reads a socket: a socket's lines cannot be read again, so a batch replayed after a crash
+    /// finds none, and state would fall back to the last snapshot.
     #[serde(default, with = "duration::option")]
     pub checkpoint_interval: Option<Duration>,
 }
@@ -65,6 +67,12 @@ fn default_output_partitions() -> u32 {
 }
 
 impl StreamConfig {
+    /// A configuration for pipeline `name` that reads no Kafka topic (only directories or
+    /// sockets), with every default; no broker is ever contacted.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self::new(name, "")
+    }
+
     /// A configuration for pipeline `name` reading from `brokers`, with every default.
     pub fn new(name: impl Into<String>, brokers: impl Into<String>) -> Self {
         Self {
@@ -428,8 +436,16 @@ fn validate(config: &StreamConfig, interval: Duration, graph: &mut Graph) -> Res
         .fold(interval_millis(interval), |acc, s| {
             lcm(acc, interval_millis(*s))
         });
-    let default =
-        default_checkpoint_interval(Duration::from_millis(u64::try_from(step).unwrap_or(1)));
+    let step = Duration::from_millis(u64::try_from(step).unwrap_or(1));
+    let at_most_once = graph
+        .topics
+        .iter()
+        .any(|t| matches!(SourceKind::of(t), Ok(SourceKind::Socket { .. })));
+    let default = if at_most_once {
+        step
+    } else {
+        default_checkpoint_interval(step)
+    };
     let every = config.checkpoint_interval.unwrap_or(default);
     if every.is_zero() || !every.as_nanos().is_multiple_of(interval.as_nanos()) {
         return Err(Error::config(

@@ -17,14 +17,12 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+pub(crate) use crate::checkpoint::SPILL_DIR;
 use crate::error::{Error, Result};
 use crate::plan::BatchTime;
 
 use super::dstream::{DStream, Data, Persist};
 use super::graph::{Batch, Node, NodeId, Step};
-
-/// The name of the spill directory inside the checkpoint directory.
-pub(crate) const SPILL_DIR: &str = "spill";
 
 /// Where a persisted stream keeps its batch while the outputs that read it run (Spark's storage
 /// levels).

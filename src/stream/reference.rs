@@ -16,10 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use sqlx::FromRow;
-use sqlx::mysql::MySqlRow;
-use sqlx::postgres::PgRow;
-use sqlx::sqlite::SqliteRow;
 
 use crate::error::{Error, Result};
 use crate::plan::{BatchTime, interval_millis};
@@ -29,26 +25,7 @@ use crate::sink::{Dialect, SinkPool, SqlValue};
 use super::dstream::{BoxError, DStream, Data, Key, Persist, lock};
 use versions::Version;
 
-/// A row type a reference table's query can return on every database weir speaks: a tuple such
-/// as `(String, bool)`, or a struct with `#[derive(sqlx::FromRow)]`.
-pub trait SqlRow:
-    for<'r> FromRow<'r, PgRow>
-    + for<'r> FromRow<'r, MySqlRow>
-    + for<'r> FromRow<'r, SqliteRow>
-    + Send
-    + Unpin
-    + 'static
-{
-}
-impl<T> SqlRow for T where
-    T: for<'r> FromRow<'r, PgRow>
-        + for<'r> FromRow<'r, MySqlRow>
-        + for<'r> FromRow<'r, SqliteRow>
-        + Send
-        + Unpin
-        + 'static
-{
-}
+pub use crate::sink::SqlRow;
 
 type ParseLine<K, V> = dyn Fn(&str) -> Result<Option<(K, V)>, BoxError> + Send + Sync;
 type FetchRows<K, V> = dyn Fn(SinkPool, String, Vec<SqlValue>) -> BoxFuture<'static, Result<Vec<(K, V)>, sqlx::Error>>

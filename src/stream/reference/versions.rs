@@ -16,20 +16,19 @@
 //! values, the load time, the next refresh) and the entries.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::REFERENCE_DIR;
+use crate::checkpoint::{list_checkpoint, sync_dir, write_atomically};
 use crate::error::{Error, Result};
 use crate::plan::BatchTime;
 use crate::stream::{Key, Persist};
 
-/// The directory of every reference table's versions, inside the checkpoint directory.
-const REFERENCE_DIR: &str = "reference";
 const SUFFIX: &str = ".version";
 const TEMP_SUFFIX: &str = ".version.tmp";
 const MAGIC: &[u8; 8] = b"WEIRREF1";
@@ -117,18 +116,12 @@ fn parse_time(name: &str, prefix: &str, suffix: &str) -> Option<BatchTime> {
     (millis.to_string() == digits).then(|| BatchTime::from_millis(millis))
 }
 
-/// The batch time of the oldest snapshot in the checkpoint directory (`snapshot-<t>.ckpt`).
+/// The batch time of the oldest snapshot in the checkpoint directory.
 pub(crate) fn oldest_snapshot(checkpoint: &Path) -> Result<Option<BatchTime>> {
-    let entries = fs::read_dir(checkpoint).map_err(|e| Error::io(checkpoint, e))?;
-    let mut oldest = None;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(checkpoint, e))?;
-        let name = entry.file_name();
-        if let Some(t) = parse_time(name.to_str().unwrap_or_default(), "snapshot-", ".ckpt") {
-            oldest = Some(oldest.map_or(t, |o: BatchTime| o.min(t)));
-        }
-    }
-    Ok(oldest)
+    Ok(list_checkpoint(checkpoint)?
+        .snapshots
+        .first()
+        .map(|(t, _)| *t))
 }
 
 fn types<K, V>() -> Vec<String> {
@@ -182,31 +175,15 @@ pub(crate) fn write<K: Key, V: Persist>(
     bytes.extend(body);
 
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let temp = dir.join(format!("{}{TEMP_SUFFIX}", version.loaded_at));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
-        .map_err(|e| Error::io(&temp, e))?;
-    file.write_all(&bytes).map_err(|e| Error::io(&temp, e))?;
-    file.sync_all().map_err(|e| Error::io(&temp, e))?;
-    drop(file);
-    fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
-    // The table's directory, and the directories above it that create_dir_all may have made.
-    let mut synced = Some(dir);
-    for _ in 0..3 {
+    write_atomically(&path, &bytes, None)?;
+    // The directories above the table's that create_dir_all may have made.
+    let mut synced = dir.parent();
+    for _ in 0..2 {
         let Some(d) = synced else { break };
         sync_dir(d)?;
         synced = d.parent();
     }
     Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }
 
 /// Reads version `t` of table `id` from `dir`.
