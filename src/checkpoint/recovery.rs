@@ -43,8 +43,8 @@ pub(crate) struct TornLog {
 /// files do not count: they are never part of one).
 pub(crate) fn find(dir: &Path, listing: &Listing) -> Result<Option<Found>> {
     if listing.snapshots.is_empty()
-        && listing.plan_logs.is_empty()
         && listing.other_files.is_empty()
+        && only_empty_plan_logs(listing)?
     {
         return Ok(None);
     }
@@ -80,6 +80,20 @@ pub(crate) fn find(dir: &Path, listing: &Listing) -> Result<Option<Found>> {
         skipped,
         torn,
     }))
+}
+
+/// True when every plan log holds no plan (or there is none): what a crash leaves between the
+/// creation of the first snapshot's plan log and the rename of the snapshot itself. No batch was
+/// planned against it, so the directory holds nothing of a checkpoint yet.
+fn only_empty_plan_logs(listing: &Listing) -> Result<bool> {
+    for (_, path) in &listing.plan_logs {
+        let bytes = files::read(path)?;
+        let holds_plans = plan_log::parse(&bytes).map_or(true, |log| !log.plans.is_empty());
+        if holds_plans {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn no_valid_snapshot(dir: &Path, listing: &Listing, skipped: &[(PathBuf, String)]) -> Error {

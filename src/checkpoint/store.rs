@@ -141,6 +141,10 @@ impl CheckpointStore {
     fn recover_as(&mut self, identity: Option<&PipelineIdentity>) -> Result<Recovery> {
         let listing = files::list(&self.dir)?;
         let Some(found) = recovery::find(&self.dir, &listing)? else {
+            // Plan logs without a snapshot here hold no plan (see `recovery::find`): leftovers.
+            for (_, path) in &listing.plan_logs {
+                fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+            }
             self.state = State::Empty;
             info!(dir = %self.dir.display(), "The checkpoint is empty: starting fresh.");
             return Ok(Recovery::Fresh);

@@ -266,6 +266,21 @@ fn files_without_a_valid_snapshot_are_an_error() -> TestResult {
 }
 
 #[test]
+fn a_crash_before_the_first_snapshot_is_renamed_leaves_a_fresh_directory() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // The first snapshot's plan log is created before the snapshot; a crash came between.
+    PlanLogWriter::create(&files::plan_log_path(dir.path(), t(0)), &[])?;
+    let mut store = CheckpointStore::open(dir.path())?;
+    assert_eq!(store.recover(&identity())?, Recovery::Fresh);
+    assert_eq!(names(dir.path())?, ["LOCK"]);
+    store.write_snapshot(&snapshot(3))?;
+    store.append_plan(&plan(4))?;
+    drop(store);
+    assert_eq!(recover(dir.path())?, resumed(3, [4]));
+    Ok(())
+}
+
+#[test]
 fn missing_plan_log_of_the_snapshot_is_an_error() -> TestResult {
     let dir = tempfile::tempdir()?;
     drop(started(dir.path(), 1)?);
