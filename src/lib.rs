@@ -11,7 +11,8 @@
 //! The modules follow the life of a batch:
 //!
 //! - [`config`]: the pipeline file, validated with errors that name the key.
-//! - [`source`]: the direct Kafka source: assignment, watermarks, planning, range fetch.
+//! - [`source`]: the [`source::Source`] contract and its sources: direct Kafka (assignment,
+//!   watermarks, planning, range fetch), a directory of text files, a TCP socket.
 //! - [`rate`]: per-partition caps and PID backpressure.
 //! - [`checkpoint`]: snapshots, the plan log, recovery.
 //! - [`sink`]: the [`sink::Sink`] trait and the SQL sink with its commit table.

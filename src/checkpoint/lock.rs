@@ -8,6 +8,8 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
+use tracing::warn;
+
 use crate::error::{Error, Result};
 
 use super::files::LOCK_FILE;
@@ -39,10 +41,15 @@ impl DirLock {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
-        // Informational only: the flock is the lock, the pid is for people.
-        file.set_len(0)
-            .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .map_err(|e| Error::io(&path, e))?;
+        // Informational only: the flock is the lock, the pid is for people. A full disk must not
+        // stop a restart (the pipeline waits for space once it runs), so a failed write is
+        // reported and the lock kept.
+        let written = file
+            .set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        if let Err(error) = written {
+            warn!(message = "Could not write the process id into the checkpoint's lock file; `weir checkpoint inspect` will not show it.", file = %path.display(), %error);
+        }
         Ok(Self { _file: file })
     }
 }
