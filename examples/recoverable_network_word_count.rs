@@ -104,11 +104,19 @@ pub fn batch_time_of(line: &str) -> Option<BatchTime> {
     Some(BatchTime::from_millis(millis.parse().ok()?))
 }
 
+/// A tag fixed at build time (`WEIR_EXAMPLE_BUILD=…`): the crash test rebuilds the binary with
+/// another one, an unrelated code change, and the checkpoint must not care.
+const BUILD: &str = match option_env!("WEIR_EXAMPLE_BUILD") {
+    Some(tag) => tag,
+    None => "default",
+};
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
+    tracing::info!(message = "Starting.", build = BUILD);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [host, port, checkpoint, output] = args.as_slice() else {
         bail!(

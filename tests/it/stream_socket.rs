@@ -1,6 +1,6 @@
 //! RecoverableNetworkWordCount (`examples/recoverable_network_word_count.rs`) as a user runs it:
-//! the example binary reads lines from a TCP server the test opens, is SIGKILLed and started
-//! again (as after a rebuild), and stopped with SIGTERM. Lines are sent only while the program is
+//! the example binary reads lines from a TCP server the test opens, is SIGKILLed, rebuilt with
+//! an unrelated change (another build tag) and started again, and stopped with SIGTERM. Lines are sent only while the program is
 //! connected, each once the previous one is in the output file, and the kill comes a batch after
 //! the last one, so no line may legitimately be lost: the output file must hold each batch time
 //! at most once, every line's counts exactly, and a dropped-words total that carries on across
@@ -27,8 +27,8 @@ const AFTER_RESTART: [&str; 3] = ["hello again a", "b b world", "kafka c weir"];
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The example's binary, built by cargo (or found up to date) in this test binary's target
-/// directory and profile.
-fn example_binary(name: &str) -> Result<PathBuf> {
+/// directory and profile, with `tag` as its build tag (`WEIR_EXAMPLE_BUILD`).
+fn example_binary(name: &str, tag: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // <target>/<profile>/deps/it-<hash>
     let profile_dir = exe
@@ -51,6 +51,7 @@ fn example_binary(name: &str) -> Result<PathBuf> {
             "--target-dir",
         ])
         .arg(target_dir)
+        .env("WEIR_EXAMPLE_BUILD", tag)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .context("running cargo build")?;
@@ -293,7 +294,8 @@ impl Session {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recoverable_network_word_count_survives_sigkill() -> Result<()> {
-    let binary = tokio::task::spawn_blocking(|| example_binary(EXAMPLE)).await??;
+    let binary = tokio::task::spawn_blocking(|| example_binary(EXAMPLE, "first")).await??;
+    let first_build = std::fs::read(&binary)?;
     let dir = tempfile::tempdir()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let mut session = Session {
@@ -309,7 +311,18 @@ async fn recoverable_network_word_count_survives_sigkill() -> Result<()> {
     drop(conn);
     let before_kill = reports(&session.output)?;
 
+    let binary = tokio::task::spawn_blocking(|| example_binary(EXAMPLE, "rebuilt")).await??;
+    ensure!(
+        std::fs::read(&binary)? != first_build,
+        "the rebuild must give another binary"
+    );
+
     let (mut second, _conn) = session.run(&binary, &listener, 2, &AFTER_RESTART).await?;
+    ensure!(
+        std::fs::read_to_string(&second.log)?.contains("rebuilt"),
+        "the restarted program is not the rebuilt one: {}",
+        second.log_tail()
+    );
     let status = second.sigterm().await?;
     ensure!(
         status.success(),
