@@ -61,22 +61,17 @@ pub fn word_count_table(url: &str) -> SqlSinkConfig {
     config
 }
 
+// The tests include several examples into one crate, each with this module.
+#[allow(clippy::duplicate_mod)]
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
-    let mut args = std::env::args().skip(1);
-    let topic = args.next().unwrap_or_else(|| "lines".to_owned());
-    let checkpoint = args
-        .next()
-        .unwrap_or_else(|| "/tmp/weir-persist".to_owned());
-    let url = args
-        .next()
-        .or_else(|| std::env::var("WEIR_MYSQL_URL").ok())
-        .unwrap_or_else(|| "mysql://weir:weir@127.0.0.1:13306/weir".to_owned());
-    let brokers =
-        std::env::var("WEIR_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned());
+    let mysql = std::env::var("WEIR_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://weir:weir@127.0.0.1:13306/weir".to_owned());
+    let ([topic, checkpoint, url], brokers) =
+        support::start(["lines", "/tmp/weir-persist", &mysql]);
 
     let ssc = StreamingContext::get_or_create(&checkpoint, || {
         let config = StreamConfig::new("persist-word-count", brokers);

@@ -58,22 +58,19 @@ pub fn parse_entry(line: &str) -> Result<Option<(String, bool)>, BoxError> {
     }
 }
 
+// The tests include several examples into one crate, each with this module.
+#[allow(clippy::duplicate_mod)]
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
-    let mut args = std::env::args().skip(1);
-    let topic = args.next().unwrap_or_else(|| "ad-clicks".to_owned());
-    let checkpoint = args
-        .next()
-        .unwrap_or_else(|| "/tmp/weir-blacklist".to_owned());
-    let file = PathBuf::from(
-        args.next()
-            .unwrap_or_else(|| "/tmp/weir-blacklist.txt".to_owned()),
-    );
-    let brokers =
-        std::env::var("WEIR_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned());
+    let ([topic, checkpoint, file], brokers) = support::start([
+        "ad-clicks",
+        "/tmp/weir-blacklist",
+        "/tmp/weir-blacklist.txt",
+    ]);
+    let file = PathBuf::from(file);
     if !tokio::fs::try_exists(&file).await? {
         tokio::fs::write(&file, SEED_BLACKLIST).await?;
     }

@@ -34,18 +34,14 @@ pub fn hot_words(
         })
 }
 
+// The tests include several examples into one crate, each with this module.
+#[allow(clippy::duplicate_mod)]
+#[path = "support/mod.rs"]
+mod support;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
-    let mut args = std::env::args().skip(1);
-    let topic = args.next().unwrap_or_else(|| "searches".to_owned());
-    let checkpoint = args
-        .next()
-        .unwrap_or_else(|| "/tmp/weir-hot-words".to_owned());
-    let brokers =
-        std::env::var("WEIR_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned());
+    let ([topic, checkpoint], brokers) = support::start(["searches", "/tmp/weir-hot-words"]);
 
     let ssc = StreamingContext::get_or_create(&checkpoint, || {
         let config = StreamConfig::new("hot-words", brokers);
