@@ -20,14 +20,16 @@ use crate::sink_support::TestDb;
 /// The table every pipeline test writes: the order id and the record's coordinates.
 pub const TABLE: &str = "orders";
 
-/// A pipeline file from `topic` into `TABLE` at `url`, appending (so that a duplicate shows as
-/// a second row), checkpointing into `checkpoint_dir`; `extra` is appended to `[source]`.
-pub fn pipeline_toml(
+/// A pipeline file from `topic` into the database at `url`, checkpointing into
+/// `checkpoint_dir`, 100 ms batches; `source_extra` is appended to `[source]` and `sink` (keys of
+/// `[sink]` after `url`) says what the table is.
+pub fn pipeline_file(
     env: &TestEnv,
     topic: &TestTopic,
     url: &str,
     checkpoint_dir: &Path,
     source_extra: &str,
+    sink: &str,
 ) -> String {
     format!(
         r#"
@@ -43,7 +45,26 @@ topics = ["{topic}"]
 
 [sink]
 url = {url:?}
-table = "{TABLE}"
+{sink}
+"#,
+        name = TestEnv::unique_name("pipeline"),
+        dir = checkpoint_dir.display().to_string(),
+        brokers = env.brokers,
+        topic = topic.name,
+    )
+}
+
+/// A pipeline file from `topic` into `TABLE` at `url`, appending (so that a duplicate shows as
+/// a second row), checkpointing into `checkpoint_dir`; `extra` is appended to `[source]`.
+pub fn pipeline_toml(
+    env: &TestEnv,
+    topic: &TestTopic,
+    url: &str,
+    checkpoint_dir: &Path,
+    source_extra: &str,
+) -> String {
+    let sink = format!(
+        r#"table = "{TABLE}"
 create_table = true
 pool_size = 4
 [[sink.columns]]
@@ -53,12 +74,34 @@ nullable = false
 [sink.metadata]
 partition = "kafka_partition"
 offset = "kafka_offset"
-"#,
-        name = TestEnv::unique_name("pipeline"),
-        dir = checkpoint_dir.display().to_string(),
-        brokers = env.brokers,
-        topic = topic.name,
-    )
+"#
+    );
+    pipeline_file(env, topic, url, checkpoint_dir, source_extra, &sink)
+}
+
+/// Sends `(partition, key, value)` records (`None` value: a tombstone) and waits for every
+/// acknowledgement.
+pub async fn send(
+    producer: &FutureProducer,
+    topic: &TestTopic,
+    records: impl IntoIterator<Item = (i32, Option<String>, Option<String>)>,
+) -> Result<()> {
+    let mut pending = Vec::new();
+    for (partition, key, value) in records {
+        let mut record = FutureRecord::<String, String>::to(&topic.name).partition(partition);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        if let Some(value) = &value {
+            record = record.payload(value);
+        }
+        pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    for delivery in pending {
+        delivery.await?.map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
 }
 
 /// Produces orders `{"id": i}` for `i` in `ids`, round-robin over `partitions`, and waits for
@@ -69,20 +112,12 @@ pub async fn produce(
     ids: std::ops::Range<i64>,
     partitions: i32,
 ) -> Result<()> {
-    let mut pending = Vec::new();
+    let mut records = Vec::new();
     for id in ids {
-        let value = format!("{{\"id\":{id}}}");
         let partition = i32::try_from(id.rem_euclid(i64::from(partitions)))?;
-        let record = FutureRecord::<(), _>::to(&topic.name)
-            .partition(partition)
-            .payload(&value);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        records.push((partition, None, Some(format!("{{\"id\":{id}}}"))));
     }
-    for delivery in pending {
-        delivery.await?.map_err(|(e, _)| e)?;
-    }
-    producer.flush(Duration::from_secs(30))?;
-    Ok(())
+    send(producer, topic, records).await
 }
 
 /// A pipeline running in the background.

@@ -3,10 +3,8 @@
 //! record the database refuses, and `weir verify` recomputing the sums.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use rdkafka::producer::{FutureRecord, Producer};
 use sqlx::AssertSqlSafe;
 use tokio_util::sync::CancellationToken;
 use weir::Error;
@@ -16,6 +14,7 @@ use weir::sink::{CommitKey, Sink, WriteOutcome};
 use weir::source::PartitionBatch;
 
 use crate::common::TestEnv;
+use crate::pipeline_support::{pipeline_file, send};
 use crate::sink_support::{TestDb, batch, committed, every_db, range, write};
 
 /// Word counts: `count` and `seen` are added to; `note` and the offset column are overwritten.
@@ -282,52 +281,37 @@ async fn verify_increment_recomputes_the_sums() -> Result<()> {
         let name = db.name();
         let topic = env.topic("verify-increment", PARTITIONS).await?;
         let dir = tempfile::tempdir()?;
-        let toml = format!(
-            r#"
-[pipeline]
-name = "{pipeline}"
-batch_interval = "100ms"
-checkpoint_dir = {checkpoint:?}
-
-[source]
-brokers = "{brokers}"
-topics = ["{topic}"]
-
-[sink]
-url = {url:?}
-table = "totals"
+        let sink = r#"table = "totals"
 mode = "increment"
 key = ["word"]
 increment = ["count"]
 create_table = true
 columns = [
-    {{ name = "word", type = "text" }},
-    {{ name = "count", type = "bigint" }},
-    {{ name = "last", type = "text" }},
+    { name = "word", type = "text" },
+    { name = "count", type = "bigint" },
+    { name = "last", type = "text" },
 ]
-"#,
-            pipeline = TestEnv::unique_name("verify-increment"),
-            checkpoint = dir.path().join("checkpoint").display().to_string(),
-            brokers = env.brokers,
-            topic = topic.name,
-            url = db.url(),
+"#;
+        let toml = pipeline_file(
+            env,
+            &topic,
+            db.url(),
+            &dir.path().join("checkpoint"),
+            "",
+            sink,
         );
         let config = PipelineConfig::from_toml_str(&toml)?;
         let producer = env.producer()?;
         // Two batches; every word is written by several partitions of one batch at once.
         let words = ["the", "a", "the", "b", "the", "a", "c", "the", "b"];
         for round in 0..2 {
-            let mut pending = Vec::new();
-            for (partition, value) in word_records(&words, PARTITIONS) {
-                let record = FutureRecord::<(), _>::to(&topic.name)
-                    .partition(partition)
-                    .payload(&value);
-                pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
-            }
-            for delivery in pending {
-                delivery.await?.map_err(|(e, _)| e)?;
-            }
-            producer.flush(Duration::from_secs(30))?;
+            let records = word_records(&words, PARTITIONS);
+            send(
+                &producer,
+                &topic,
+                records.into_iter().map(|(p, v)| (p, None, Some(v))),
+            )
+            .await?;
             let summary =
                 weir::runtime::run_pipeline(&config, CancellationToken::new(), Some(1)).await?;
             ensure!(summary.batches == 1, "{name}: round {round}: {summary:?}");

@@ -2,16 +2,15 @@
 //! duplicated or altered in the table, or a commit removed from the commit table, is reported
 //! with the right counts and partitions.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, ensure};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::FutureProducer;
 use sqlx::AssertSqlSafe;
 use tokio_util::sync::CancellationToken;
 use weir::config::PipelineConfig;
 use weir::verify::{ProblemKind, Report};
 
 use crate::common::{TestEnv, TestTopic};
+use crate::pipeline_support::{pipeline_file, send};
 use crate::sink_support::{TestDb, every_db};
 
 const PARTITIONS: i32 = 3;
@@ -53,29 +52,6 @@ fn upsert_sink() -> String {
     )
 }
 
-fn pipeline_toml(env: &TestEnv, topic: &TestTopic, db: &TestDb, dir: &str, sink: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "{name}"
-batch_interval = "100ms"
-checkpoint_dir = {dir:?}
-
-[source]
-brokers = "{brokers}"
-topics = ["{topic}"]
-
-[sink]
-url = {url:?}
-{sink}
-"#,
-        name = TestEnv::unique_name("verify"),
-        brokers = env.brokers,
-        topic = topic.name,
-        url = db.url(),
-    )
-}
-
 fn order(id: i64) -> String {
     format!(
         r#"{{"id":{id},"name":"n{id}","amount":"{id}.5","placed_at":{},"paid":{},"tags":{{"b":{id},"a":[1,"x"]}},"day":"2024-05-01","ratio":{},"blob":"AAE="}}"#,
@@ -98,8 +74,8 @@ impl Case {
     async fn new(env: &TestEnv, db: &TestDb, prefix: &str, sink: &str) -> Result<Self> {
         let topic = env.topic(prefix, PARTITIONS).await?;
         let dir = tempfile::tempdir()?;
-        let checkpoint = dir.path().join("checkpoint").display().to_string();
-        let toml = pipeline_toml(env, &topic, db, &checkpoint, sink);
+        let checkpoint = dir.path().join("checkpoint");
+        let toml = pipeline_file(env, &topic, db.url(), &checkpoint, "", sink);
         Ok(Self {
             topic,
             producer: env.producer()?,
@@ -115,21 +91,10 @@ async fn produce(
     topic: &TestTopic,
     records: &[(i32, String, Option<String>)],
 ) -> Result<()> {
-    let mut pending = Vec::new();
-    for (partition, key, value) in records {
-        let mut record = FutureRecord::to(&topic.name)
-            .partition(*partition)
-            .key(key.as_str());
-        if let Some(value) = value {
-            record = record.payload(value.as_str());
-        }
-        pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
-    }
-    for delivery in pending {
-        delivery.await?.map_err(|(e, _)| e)?;
-    }
-    producer.flush(Duration::from_secs(30))?;
-    Ok(())
+    let records = records
+        .iter()
+        .map(|(p, k, v)| (*p, Some(k.clone()), v.clone()));
+    send(producer, topic, records).await
 }
 
 fn orders(ids: std::ops::Range<i64>) -> Vec<(i32, String, Option<String>)> {
