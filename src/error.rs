@@ -59,6 +59,20 @@ pub enum Error {
         log_start: i64,
     },
 
+    /// A partition's log ends below where weir has read it to: the topic was deleted and
+    /// recreated under the same name, or an unclean leader election truncated it (invariant 6).
+    #[error(
+        "kafka: the log of {tp} ends at offset {log_end}, below weir's position {position}: the topic was deleted and recreated (or truncated by an unclean leader election), and its new records would be read only from offset {position} on. To read the new topic from its first offset and record the gap, restart with `source.on_data_loss = \"skip\"`; to start over, reset the checkpoint and the sink's bookkeeping"
+    )]
+    LogReplaced {
+        /// The partition.
+        tp: TopicPartition,
+        /// Where weir had read it to.
+        position: i64,
+        /// Where its log ends now.
+        log_end: i64,
+    },
+
     /// A record could not be processed.
     #[error("record {tp}@{offset}: {reason}")]
     Record {
@@ -250,21 +264,61 @@ fn io_advice(path: &Path, error: &std::io::Error) -> String {
     }
 }
 
+/// Only the codes that say "not now" are retried: lost connections, elections, timeouts,
+/// coordinators loading, throttling. Everything else (authentication and authorization
+/// failures, unknown topics, bad configuration, protocol errors, and any code this list does not
+/// know) is final, so a misconfigured pipeline stops with its error instead of retrying forever.
 fn kafka_is_retryable(error: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
     match error.rdkafka_error_code() {
-        Some(
-            Code::UnknownTopicOrPartition
-            | Code::UnknownTopic
-            | Code::UnknownPartition
-            | Code::OffsetOutOfRange
-            | Code::TopicAuthorizationFailed
-            | Code::InvalidConfig,
-        ) => false,
-        Some(_) => true,
+        Some(code) => matches!(
+            code,
+            Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::Resolve
+                | Code::MessageTimedOut
+                | Code::OperationTimedOut
+                | Code::TimedOutQueue
+                | Code::QueueFull
+                | Code::WaitingForCoordinator
+                | Code::WaitCache
+                | Code::InProgress
+                | Code::PreviousInProgress
+                | Code::Retry
+                | Code::Interrupted
+                | Code::NodeUpdate
+                | Code::ISRInsufficient
+                | Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+                | Code::RequestTimedOut
+                | Code::BrokerNotAvailable
+                | Code::ReplicaNotAvailable
+                | Code::NetworkException
+                | Code::CoordinatorLoadInProgress
+                | Code::CoordinatorNotAvailable
+                | Code::NotCoordinator
+                | Code::NotEnoughReplicas
+                | Code::NotEnoughReplicasAfterAppend
+                | Code::NotController
+                | Code::KafkaStorageError
+                | Code::FetchSessionIdNotFound
+                | Code::InvalidFetchSessionEpoch
+                | Code::FencedLeaderEpoch
+                | Code::UnknownLeaderEpoch
+                | Code::OffsetNotAvailable
+                | Code::PreferredLeaderNotAvailable
+                | Code::EligibleLeadersNotAvailable
+                | Code::ThrottlingQuotaExceeded
+                | Code::RebalanceInProgress
+                | Code::ReassignmentInProgress
+                | Code::RebootstrapRequired
+        ),
         None => !matches!(
             error,
-            KafkaError::ClientCreation(_) | KafkaError::Subscription(_) | KafkaError::Canceled
+            KafkaError::ClientCreation(_)
+                | KafkaError::ClientConfig(..)
+                | KafkaError::Subscription(_)
+                | KafkaError::Canceled
         ),
     }
 }
@@ -300,5 +354,36 @@ pub(crate) fn database_is_retryable(error: &sqlx::Error) -> bool {
                 || matches!(code, "5" | "6")
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+
+    #[test]
+    fn only_kafka_errors_that_say_not_now_are_retried() {
+        let retryable = |code| Error::kafka("test", KafkaError::MetadataFetch(code)).is_retryable();
+        for code in [
+            Code::BrokerTransportFailure,
+            Code::AllBrokersDown,
+            Code::NotLeaderForPartition,
+            Code::RequestTimedOut,
+        ] {
+            assert!(retryable(code), "{code:?}");
+        }
+        for code in [
+            Code::Authentication,
+            Code::SaslAuthenticationFailed,
+            Code::SSL,
+            Code::TopicAuthorizationFailed,
+            Code::ClusterAuthorizationFailed,
+            Code::UnsupportedSASLMechanism,
+            Code::Fail,
+            Code::Unknown,
+        ] {
+            assert!(!retryable(code), "{code:?}");
+        }
     }
 }

@@ -160,69 +160,90 @@ impl BatchPlan {
             .collect()
     }
 
-    /// What a write of `range`'s records covers: the range, and the gap recorded before it under
-    /// `on_data_loss = "skip"` (the sink's contiguity check must see the gap as covered), sorted.
-    pub fn covered_by(&self, range: &OffsetRange) -> Vec<OffsetRange> {
-        let mut covered: Vec<OffsetRange> = self
-            .lost
+    /// The gap this plan records before `range`, if any: offsets retention deleted before they
+    /// were read (`from < until`), or a log that was replaced under weir (a topic deleted and
+    /// recreated, or truncated: `from` is the old position, `until` the new log's start, and
+    /// `from > until`). Both only under `on_data_loss = "skip"` (invariant 6).
+    pub fn gap_before(&self, range: &OffsetRange) -> Option<&OffsetRange> {
+        self.lost
             .iter()
-            .filter(|lost| lost.tp == range.tp && !lost.is_empty())
-            .cloned()
-            .collect();
-        covered.push(range.clone());
-        covered.sort();
-        covered
+            .find(|lost| lost.tp == range.tp && lost.from != lost.until)
     }
 
-    /// Every range the batch covers, recorded gaps included, sorted: what a write of output
-    /// partitions fed by every Kafka partition (a keyed shuffle) covers.
-    pub fn covered(&self) -> Vec<OffsetRange> {
-        let mut covered: Vec<OffsetRange> = self
-            .lost
-            .iter()
-            .filter(|lost| !lost.is_empty())
-            .chain(&self.ranges)
+    /// Checks invariant 1 for one range of this plan: it must continue `position`, where its
+    /// partition's previous batch ended, either directly or across the gap recorded before it.
+    /// This is the one statement of the contiguity rule; the planner, the checkpoint, the sink
+    /// and `weir verify` all apply it.
+    pub fn continues(&self, position: i64, range: &OffsetRange) -> Result<(), String> {
+        let start = match self.gap_before(range) {
+            Some(gap) if gap.until != range.from => {
+                return Err(format!(
+                    "the recorded gap {gap} does not end where range {range} starts"
+                ));
+            }
+            Some(gap) => gap.from,
+            None => range.from,
+        };
+        if start == position {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} starts at {start} but the previous batch ended at {position}",
+                range.tp
+            ))
+        }
+    }
+
+    /// What a write of `range`'s records covers, in the order the sink's contiguity check must
+    /// see them: the gap recorded before it (see [`gap_before`](Self::gap_before)), then the
+    /// range.
+    pub fn covered_by(&self, range: &OffsetRange) -> Vec<OffsetRange> {
+        self.gap_before(range)
+            .into_iter()
             .cloned()
-            .collect();
-        covered.sort();
-        covered
+            .chain(std::iter::once(range.clone()))
+            .collect()
+    }
+
+    /// Every range the batch covers, recorded gaps included, each partition's gap before its
+    /// range: what a write of output partitions fed by every Kafka partition (a keyed shuffle)
+    /// covers.
+    pub fn covered(&self) -> Vec<OffsetRange> {
+        self.ranges
+            .iter()
+            .flat_map(|range| self.covered_by(range))
+            .collect()
     }
 
     /// Checks invariant 1 between this plan and the one after it: every partition of `next` that
-    /// this plan also covers starts exactly where this plan ended, and time moves forward.
+    /// this plan also covers continues exactly where this plan ended, and time moves forward.
     ///
     /// Partitions new in `next` (discovered mid-run) are accepted; a partition that vanished is
     /// not this check's business (the source stops on deleted partitions).
     pub fn check_followed_by(&self, next: &BatchPlan) -> Result<(), ContiguityViolation> {
+        let violation = |detail: String| ContiguityViolation {
+            previous: self.batch_time,
+            next: next.batch_time,
+            detail,
+        };
         if next.batch_time <= self.batch_time {
-            return Err(ContiguityViolation {
-                previous: self.batch_time,
-                next: next.batch_time,
-                detail: "batch time does not increase".to_owned(),
-            });
+            return Err(violation("batch time does not increase".to_owned()));
         }
         let ends = self.end_positions();
         for range in &next.ranges {
-            let Some(&end) = ends.get(&range.tp) else {
-                continue;
-            };
-            // A gap recorded under `on_data_loss = "skip"` sits between the two ranges.
-            let start = match next.lost.iter().find(|lost| lost.tp == range.tp) {
-                Some(lost) if lost.until == range.from => lost.from,
-                _ => range.from,
-            };
-            if end != start {
-                return Err(ContiguityViolation {
-                    previous: self.batch_time,
-                    next: next.batch_time,
-                    detail: format!(
-                        "{} starts at {start} but the previous batch ended at {end}",
-                        range.tp
-                    ),
-                });
+            if let Some(&end) = ends.get(&range.tp) {
+                next.continues(end, range).map_err(violation)?;
             }
         }
         Ok(())
+    }
+}
+
+impl OffsetRange {
+    /// True for a gap that records a replaced log (`from` above `until`): the partition's log now
+    /// starts below where weir had read it to. See [`BatchPlan::gap_before`].
+    pub fn is_rewind(&self) -> bool {
+        self.from > self.until
     }
 }
 
@@ -299,6 +320,36 @@ mod tests {
         assert!(a.check_followed_by(&b).is_err());
         b.lost.push(OffsetRange::new(tp(0), 10, 50));
         assert!(a.check_followed_by(&b).is_ok());
+    }
+
+    #[test]
+    fn a_replaced_log_is_bridged_by_a_rewind_gap() {
+        let a = BatchPlan::new(
+            BatchTime::from_millis(1),
+            vec![OffsetRange::new(tp(0), 0, 100)],
+        );
+        let mut b = BatchPlan::new(
+            BatchTime::from_millis(2),
+            vec![OffsetRange::new(tp(0), 0, 30)],
+        );
+        assert!(a.check_followed_by(&b).is_err());
+        b.lost.push(OffsetRange::new(tp(0), 100, 0));
+        assert!(a.check_followed_by(&b).is_ok());
+        assert!(b.lost[0].is_rewind());
+        assert_eq!(
+            b.covered_by(&b.ranges[0]),
+            vec![b.lost[0].clone(), b.ranges[0].clone()],
+            "the gap comes first, so the sink advances its position across it"
+        );
+        assert_eq!(b.covered(), b.covered_by(&b.ranges[0]));
+        let mut wrong = b.clone();
+        wrong.lost[0].until = 5;
+        assert!(
+            a.check_followed_by(&wrong)
+                .unwrap_err()
+                .to_string()
+                .contains("does not end")
+        );
     }
 
     #[test]

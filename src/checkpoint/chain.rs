@@ -50,17 +50,8 @@ impl Chain {
             return Err(violation("batch time does not increase".to_owned()));
         }
         for range in &plan.ranges {
-            let Some(&position) = self.positions.get(&range.tp) else {
-                continue;
-            };
-            let skipped_as_lost = plan.lost.iter().any(|lost| {
-                lost.tp == range.tp && lost.from == position && lost.until == range.from
-            });
-            if range.from != position && !skipped_as_lost {
-                return Err(violation(format!(
-                    "{} starts at {} but the previous batch ended at {position}",
-                    range.tp, range.from
-                )));
+            if let Some(&position) = self.positions.get(&range.tp) {
+                plan.continues(position, range).map_err(violation)?;
             }
         }
         Ok(())

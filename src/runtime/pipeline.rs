@@ -73,7 +73,8 @@ pub async fn run_pipeline(
     let source = KafkaSource::connect(&config.source, &config.group_id())?;
     let identity = pipeline_identity(config);
     let store = cross_check::reconcile(store, &identity, &sink, &source, config).await?;
-    let planner = Planner::new(config.source.on_data_loss);
+    let planner =
+        Planner::new(config.source.on_data_loss).with_batch_interval(section.batch_interval);
     let rate = RateController::new(config.source.rate_config(), section.batch_interval)?;
     let parallelism = usize::try_from(config.sink.pool_size).unwrap_or(1);
     let mut job = TableJob::new(

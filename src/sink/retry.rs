@@ -38,13 +38,32 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait after failed attempt `attempt` (1-based).
+    /// The longest wait after failed attempt `attempt` (1-based): doubled each time, capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
         self.initial_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)
     }
+
+    /// The wait after failed attempt `attempt`: between half of [`backoff`](Self::backoff) and
+    /// all of it, at random, so that writers that failed together (a database restart) do not
+    /// all come back at the same instant.
+    pub fn jittered_backoff(&self, attempt: u32) -> Duration {
+        jitter(self.backoff(attempt))
+    }
+}
+
+/// A random duration in `[wait / 2, wait]`. The randomness comes from the standard library's
+/// per-map random keys: retry timing is not output, so invariant 3 is not concerned.
+pub(crate) fn jitter(wait: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let half = wait / 2;
+    let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    half + Duration::from_nanos(random % span.saturating_add(1))
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the attempts run out.
@@ -76,8 +95,8 @@ where
         if !error.is_retryable() || n >= policy.max_attempts {
             return Err(error);
         }
-        let wait = policy.backoff(n);
-        tracing::warn!(write = %describe(key), attempt = n, ?wait, %error, "sink write failed; retrying");
+        let wait = policy.jittered_backoff(n);
+        tracing::warn!(write = %describe(key), attempt = n, ?wait, %error, "Sink write failed; retrying.");
         tokio::time::sleep(wait).await;
     }
 }
@@ -113,7 +132,7 @@ async fn resolve(
                 if !error.is_retryable() || n >= policy.max_attempts {
                     return Err(error);
                 }
-                tokio::time::sleep(policy.backoff(n)).await;
+                tokio::time::sleep(policy.jittered_backoff(n)).await;
             }
         }
     }
@@ -122,6 +141,23 @@ async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_stays_between_half_and_all_of_the_wait_and_varies() {
+        let p = RetryPolicy::default();
+        let waits: Vec<Duration> = (0..64).map(|_| p.jittered_backoff(4)).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_millis(400) && *w <= Duration::from_millis(800))
+        );
+        assert!(
+            waits.iter().any(|w| *w != waits[0]),
+            "every wait was {:?}",
+            waits[0]
+        );
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -280,8 +280,10 @@ impl Sink for SqlSink {
         input: &[PartitionBatch],
     ) -> Result<WriteOutcome> {
         let opened = self.opened()?;
+        // By partition, keeping each partition's order: a recorded gap comes before the range it
+        // bridges, and the contiguity check advances across it in that order.
         let mut ranges = ranges.to_vec();
-        ranges.sort();
+        ranges.sort_by(|a, b| a.tp.cmp(&b.tp));
         let ranges_json = serde_json::to_string(&ranges).map_err(|e| Error::Batch {
             batch_time: key.batch_time,
             message: format!("cannot encode the offset ranges: {e}"),

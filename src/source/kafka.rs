@@ -30,7 +30,7 @@ use super::config::{KafkaSourceConfig, StartingOffsets};
 use super::planner::Watermarks;
 use super::record::{PartitionBatch, Record};
 use crate::error::{Error, Result};
-use crate::plan::{BatchPlan, TopicPartition};
+use crate::plan::{BatchPlan, OffsetRange, TopicPartition};
 use crate::runtime::run_blocking;
 
 /// How long one metadata or offsets request may take.
@@ -477,13 +477,15 @@ impl KafkaSource {
     /// Moves every partition whose non-empty range starts beyond what was read to the range's
     /// start. That happens only when the plan skipped offsets that retention deleted
     /// (`on_data_loss = "skip"`): fetching from the old position would fail with "offset out of
-    /// range". The consumer is assigned again, every partition at the offset it has read up to,
-    /// so records held for later ranges stay valid.
+    /// range". A partition whose log was replaced (a recreated topic) moves back to its new
+    /// log's start the same way. The consumer is assigned again, every partition at the offset
+    /// it has read up to, so records held for later ranges stay valid.
     fn skip_to_plan(&mut self, plan: &BatchPlan) -> Result<()> {
         let mut skipped = false;
         for range in plan.ranges.iter().filter(|r| !r.is_empty()) {
+            let rewound = plan.gap_before(range).is_some_and(OffsetRange::is_rewind);
             if let Some(state) = self.partitions.get_mut(&range.tp)
-                && state.received < range.from
+                && (state.received < range.from || rewound)
             {
                 debug!(message = "Skipping to the planned range.", partition = %range.tp, from = state.received, to = range.from);
                 state.received = range.from;

@@ -17,6 +17,14 @@ pub struct Watermarks {
     pub stable_end: i64,
 }
 
+/// How many plans in a row may find a log ending below a partition's position before it counts
+/// as replaced, unless set from the batch interval ([`Planner::with_batch_interval`]).
+const DEFAULT_REPLACED_AFTER: u32 = 10;
+
+/// How long a log may end below a partition's position before it counts as replaced: longer
+/// than a new leader takes to catch its end offset up after an election.
+pub(crate) const REPLACED_LOG_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Plans batches from partition positions.
 ///
 /// The planner holds the position of every partition, the first offset no logged plan covers
@@ -58,6 +66,11 @@ pub struct Watermarks {
 pub struct Planner {
     positions: BTreeMap<TopicPartition, i64>,
     on_data_loss: OnDataLoss,
+    /// How many plans in a row may find a partition's log ending below its position before
+    /// the log counts as replaced.
+    replaced_after: u32,
+    /// Per partition, how many plans in a row found its log ending below its position.
+    behind: BTreeMap<TopicPartition, u32>,
 }
 
 impl Planner {
@@ -66,7 +79,25 @@ impl Planner {
         Self {
             positions: BTreeMap::new(),
             on_data_loss,
+            replaced_after: DEFAULT_REPLACED_AFTER,
+            behind: BTreeMap::new(),
         }
+    }
+
+    /// [`replaced_after`](Self::replaced_after) as many plans as `interval` fits in 10 s.
+    #[must_use]
+    pub fn with_batch_interval(self, interval: std::time::Duration) -> Self {
+        let plans = REPLACED_LOG_GRACE.as_millis() / interval.as_millis().max(1);
+        self.replaced_after(u32::try_from(plans).unwrap_or(u32::MAX))
+    }
+
+    /// A log that ends below a partition's position in `plans` plans in a row (at least 1) was
+    /// replaced: the topic was deleted and recreated, or an unclean leader election truncated
+    /// it. Fewer plans than that wait, since a new leader's end offset may briefly lag.
+    #[must_use]
+    pub fn replaced_after(mut self, plans: u32) -> Self {
+        self.replaced_after = plans.max(1);
+        self
     }
 
     /// Replaces every position, e.g. with the `until` offsets of a snapshot. Logged plans after
@@ -93,7 +124,7 @@ impl Planner {
     /// [`OnDataLoss::Fail`]. With [`OnDataLoss::Skip`] those offsets go to [`BatchPlan::lost`].
     /// The planner itself does not change: see [`Planner::advance`].
     pub fn plan(
-        &self,
+        &mut self,
         batch_time: BatchTime,
         watermarks: &BTreeMap<TopicPartition, Watermarks>,
         caps: &BTreeMap<TopicPartition, Option<u64>>,
@@ -118,6 +149,35 @@ impl Planner {
                     marks.log_start
                 }
             };
+            if from > marks.stable_end && self.positions.contains_key(tp) {
+                let seen = self.behind.entry(tp.clone()).or_default();
+                *seen = seen.saturating_add(1);
+                if *seen >= self.replaced_after {
+                    match self.on_data_loss {
+                        OnDataLoss::Fail => {
+                            return Err(Error::LogReplaced {
+                                tp: tp.clone(),
+                                position: from,
+                                log_end: marks.stable_end,
+                            });
+                        }
+                        OnDataLoss::Skip => {
+                            tracing::warn!(
+                                partition = %tp, %batch_time, position = from,
+                                log_start = marks.log_start, log_end = marks.stable_end,
+                                "The partition's log ends below weir's position: the topic was \
+                                 recreated or truncated. Reading the new log from its first \
+                                 offset, as source.on_data_loss = \"skip\" allows, and recording \
+                                 the gap."
+                            );
+                            lost.push(OffsetRange::new(tp.clone(), from, marks.log_start));
+                            from = marks.log_start;
+                        }
+                    }
+                }
+            } else {
+                self.behind.remove(tp);
+            }
             if from < marks.log_start {
                 match self.on_data_loss {
                     OnDataLoss::Fail => {
@@ -169,24 +229,8 @@ impl Planner {
             if ends.insert(range.tp.clone(), range.until).is_some() {
                 return Err(violation(format!("the plan holds {} twice", range.tp)));
             }
-            let Some(&position) = self.positions.get(&range.tp) else {
-                continue;
-            };
-            let lost = plan.lost.iter().find(|lost| lost.tp == range.tp);
-            let start = match lost {
-                Some(lost) if lost.until != range.from => {
-                    return Err(violation(format!(
-                        "lost range {lost} does not end where range {range} starts"
-                    )));
-                }
-                Some(lost) => lost.from,
-                None => range.from,
-            };
-            if start != position {
-                return Err(violation(format!(
-                    "the plan reads {} from {start} but the previous batch ended at {position}",
-                    range.tp
-                )));
+            if let Some(&position) = self.positions.get(&range.tp) {
+                plan.continues(position, range).map_err(violation)?;
             }
         }
         self.positions.extend(ends);
@@ -251,7 +295,7 @@ mod tests {
 
     #[test]
     fn ranges_respect_caps_and_stable_end_and_include_empty_ones() {
-        let planner = restored(OnDataLoss::Fail, &[(0, 10), (1, 50), (2, 7)]);
+        let mut planner = restored(OnDataLoss::Fail, &[(0, 10), (1, 50), (2, 7)]);
         let watermarks = BTreeMap::from([
             (tp(0), marks(0, 100)),
             (tp(1), marks(0, 60)),
@@ -266,7 +310,7 @@ mod tests {
 
     #[test]
     fn zero_cap_and_position_above_stable_end_give_empty_ranges() {
-        let planner = restored(OnDataLoss::Fail, &[(0, 10), (1, 80)]);
+        let mut planner = restored(OnDataLoss::Fail, &[(0, 10), (1, 80)]);
         let watermarks = BTreeMap::from([(tp(0), marks(0, 100)), (tp(1), marks(0, 70))]);
         let caps = BTreeMap::from([(tp(0), Some(0)), (tp(1), Some(5))]);
         let plan = planner.plan(at(1_000), &watermarks, &caps).unwrap();
@@ -276,7 +320,7 @@ mod tests {
 
     #[test]
     fn data_loss_fails_by_default_naming_the_range() {
-        let planner = restored(OnDataLoss::Fail, &[(0, 10)]);
+        let mut planner = restored(OnDataLoss::Fail, &[(0, 10)]);
         let watermarks = BTreeMap::from([(tp(0), marks(40, 100))]);
         let error = planner
             .plan(at(1_000), &watermarks, &no_caps())
@@ -301,8 +345,46 @@ mod tests {
     }
 
     #[test]
+    fn a_log_ending_below_the_position_waits_then_counts_as_replaced() {
+        let recreated = BTreeMap::from([(tp(0), marks(0, 30))]);
+        let mut planner = restored(OnDataLoss::Fail, &[(0, 100)]).replaced_after(3);
+        for t in 1..3 {
+            let plan = planner.plan(at(t), &recreated, &no_caps()).unwrap();
+            assert_eq!(
+                plan.ranges,
+                vec![OffsetRange::new(tp(0), 100, 100)],
+                "waits"
+            );
+        }
+        let error = planner.plan(at(3), &recreated, &no_caps()).unwrap_err();
+        assert!(
+            matches!(&error, Error::LogReplaced { tp: t, position: 100, log_end: 30 } if *t == tp(0)),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("on_data_loss"), "{error}");
+
+        // A log that catches up in time (a new leader) resets the count.
+        let mut planner = restored(OnDataLoss::Fail, &[(0, 100)]).replaced_after(2);
+        planner.plan(at(1), &recreated, &no_caps()).unwrap();
+        let caught_up = BTreeMap::from([(tp(0), marks(0, 120))]);
+        planner.plan(at(2), &caught_up, &no_caps()).unwrap();
+        planner.plan(at(3), &recreated, &no_caps()).unwrap();
+    }
+
+    #[test]
+    fn a_replaced_log_under_skip_is_read_from_its_start_with_the_gap_recorded() {
+        let recreated = BTreeMap::from([(tp(0), marks(5, 30))]);
+        let mut planner = restored(OnDataLoss::Skip, &[(0, 100)]).replaced_after(1);
+        let plan = planner.plan(at(1), &recreated, &no_caps()).unwrap();
+        assert_eq!(plan.ranges, vec![OffsetRange::new(tp(0), 5, 30)]);
+        assert_eq!(plan.lost, vec![OffsetRange::new(tp(0), 100, 5)]);
+        planner.advance(&plan).unwrap();
+        assert_eq!(planner.positions()[&tp(0)], 30);
+    }
+
+    #[test]
     fn new_partitions_start_at_their_log_start() {
-        let planner = restored(OnDataLoss::Fail, &[(0, 10)]);
+        let mut planner = restored(OnDataLoss::Fail, &[(0, 10)]);
         let watermarks = BTreeMap::from([(tp(0), marks(0, 10)), (tp(1), marks(5, 30))]);
         let plan = planner.plan(at(1_000), &watermarks, &no_caps()).unwrap();
         assert_eq!(plan.ranges[1], OffsetRange::new(tp(1), 5, 30));
@@ -314,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_known_partition_missing_from_watermarks_vanished() {
-        let planner = restored(OnDataLoss::Skip, &[(0, 10), (1, 3)]);
+        let mut planner = restored(OnDataLoss::Skip, &[(0, 10), (1, 3)]);
         let watermarks = BTreeMap::from([(tp(0), marks(0, 10))]);
         let error = planner
             .plan(at(1_000), &watermarks, &no_caps())
@@ -327,7 +409,7 @@ mod tests {
 
     #[test]
     fn an_unlogged_plan_changes_nothing() {
-        let planner = restored(OnDataLoss::Fail, &[(0, 10)]);
+        let mut planner = restored(OnDataLoss::Fail, &[(0, 10)]);
         let watermarks = BTreeMap::from([(tp(0), marks(0, 100))]);
         let first = planner.plan(at(1_000), &watermarks, &no_caps()).unwrap();
         let again = planner.plan(at(1_000), &watermarks, &no_caps()).unwrap();
@@ -457,9 +539,11 @@ mod tests {
             let lagging_behind_retention = planner
                 .positions()
                 .iter()
-                .find(|(tp, position)| **position < logs[*tp].log_start);
+                .find(|(tp, position)| **position < logs[*tp].log_start)
+                .map(|(tp, &position)| (tp.clone(), position));
             let plan = match (policy, lagging_behind_retention) {
-                (OnDataLoss::Fail, Some((tp, &position))) => {
+                (OnDataLoss::Fail, Some((tp, position))) => {
+                    let tp = &tp;
                     let error = planner.plan(batch_time, &logs, &caps).unwrap_err();
                     let is_loss = matches!(&error,
                         Error::DataLoss { tp: lost, from, log_start }
@@ -474,7 +558,7 @@ mod tests {
                 prop_assert_eq!(&again, &plan);
             }
             if let Some(previous) = &previous {
-                let chained = previous.check_followed_by(&with_lost_merged(&plan));
+                let chained = previous.check_followed_by(&plan);
                 prop_assert!(chained.is_ok(), "{}", chained.unwrap_err());
             }
             for range in &plan.ranges {
@@ -511,18 +595,6 @@ mod tests {
             prop_assert_eq!(covered_until, Some(*position));
         }
         Ok(coverage)
-    }
-
-    /// `plan` with each partition's lost range merged into its planned range: what the batch
-    /// consumed of the log, which is what must chain. (`check_followed_by` itself ignores `lost`.)
-    fn with_lost_merged(plan: &BatchPlan) -> BatchPlan {
-        let mut merged = plan.clone();
-        for range in &mut merged.ranges {
-            if let Some(lost) = plan.lost.iter().find(|lost| lost.tp == range.tp) {
-                range.from = lost.from;
-            }
-        }
-        merged
     }
 
     /// Per partition: the log start when it was first planned and every range covered, planned

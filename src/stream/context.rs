@@ -360,7 +360,7 @@ impl StreamingContext {
                 SourceKind::Kafka => {}
             }
         }
-        let planner = Planner::new(config.source.on_data_loss);
+        let planner = Planner::new(config.source.on_data_loss).with_batch_interval(batch_interval);
         let rate = RateController::new(config.source.rate_config(), batch_interval)?;
         info!(message = "Streaming program built.", pipeline = %config.name, %identity);
         let schedule = Schedule {

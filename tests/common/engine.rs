@@ -142,7 +142,8 @@ impl EngineSetup {
             message: e.to_string(),
         })??;
         let source = KafkaSource::connect(&self.source, &format!("{}-group", self.pipeline))?;
-        let planner = Planner::new(self.source.on_data_loss);
+        let planner =
+            Planner::new(self.source.on_data_loss).with_batch_interval(self.batch_interval);
         let rate = RateController::new(self.source.rate_config(), self.batch_interval)?;
         let schedule = Schedule {
             pipeline: self.pipeline.clone(),

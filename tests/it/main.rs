@@ -18,6 +18,7 @@ mod engine_txn;
 mod harness;
 mod pipeline_cross_check;
 mod pipeline_examples;
+mod pipeline_recreated;
 mod pipeline_sessions_killed;
 mod pipeline_support;
 mod sink_commit;
