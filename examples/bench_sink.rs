@@ -274,12 +274,7 @@ async fn weir_path(args: &Args, url: &str, table: &str, upsert: bool) -> Result<
     let parallelism = usize::try_from(args.partitions)?;
     let figure = measure(args, records, |(plan, input)| {
         // The job holds no state between batches: one per batch is the same job.
-        let mut job = TableJob::new(
-            pipeline.to_owned(),
-            vec!["orders".to_owned()],
-            Arc::clone(&sink),
-            parallelism,
-        );
+        let mut job = TableJob::new(pipeline.to_owned(), Arc::clone(&sink), parallelism);
         async move {
             job.run_batch(&plan, input).await?;
             Ok(())

@@ -73,6 +73,15 @@ pub enum Error {
         log_end: i64,
     },
 
+    /// `weir verify` cannot recompute what the sink must hold.
+    #[error("verify pipeline {pipeline:?}: {reason}")]
+    Unverifiable {
+        /// The pipeline.
+        pipeline: String,
+        /// Why, and what was found.
+        reason: String,
+    },
+
     /// A record could not be processed.
     #[error("record {tp}@{offset}: {reason}")]
     Record {

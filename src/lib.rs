@@ -24,6 +24,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+mod hash;
 pub mod plan;
 pub mod rate;
 pub mod runtime;

@@ -183,22 +183,17 @@ fn partitions(n: Option<u32>) -> String {
     n.map_or_else(|| "the Kafka partitions".to_owned(), |n| n.to_string())
 }
 
-/// 64-bit FNV-1a, with every variable-length field prefixed by its length so that field
+/// The crate's FNV-1a, with every variable-length field prefixed by its length so that field
 /// boundaries cannot shift.
-struct Fnv1a(u64);
+struct Fnv1a(crate::hash::Fnv1a);
 
 impl Fnv1a {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
     fn new() -> Self {
-        Self(Self::OFFSET_BASIS)
+        Self(crate::hash::Fnv1a::new())
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(Self::PRIME);
-        }
+        self.0.bytes(bytes);
     }
 
     fn len(&mut self, len: usize) {
@@ -211,7 +206,7 @@ impl Fnv1a {
     }
 
     fn finish(self) -> u64 {
-        self.0
+        self.0.finish()
     }
 }
 

@@ -92,19 +92,17 @@ pub(crate) type Positions = Arc<Mutex<BTreeMap<TopicPartition, i64>>>;
 /// `(pipeline, t, partition)`, up to `parallelism` partitions at a time.
 pub struct TableJob<S> {
     pipeline: String,
-    topics: Vec<String>,
     sink: Arc<S>,
     parallelism: usize,
     positions: Option<Positions>,
 }
 
 impl<S: Sink + 'static> TableJob<S> {
-    /// A job writing through `sink`; `topics` in configuration order (the index of a topic is part
-    /// of its partitions' ids).
-    pub fn new(pipeline: String, topics: Vec<String>, sink: Arc<S>, parallelism: usize) -> Self {
+    /// A job writing through `sink`, each Kafka partition as output partition
+    /// [`source_partition_id`]`(tp)`.
+    pub fn new(pipeline: String, sink: Arc<S>, parallelism: usize) -> Self {
         Self {
             pipeline,
-            topics,
             sink,
             parallelism: parallelism.max(1),
             positions: None,
@@ -153,7 +151,7 @@ impl<S: Sink + 'static> BatchJob for TableJob<S> {
                 let key = CommitKey {
                     pipeline: self.pipeline.clone(),
                     batch_time: plan.batch_time,
-                    partition_id: source_partition_id(&self.topics, &batch.range.tp),
+                    partition_id: source_partition_id(&batch.range.tp),
                 };
                 // A task of its own, so that mapping records onto rows, which takes CPU, runs
                 // on every core; dropped with the batch, it is aborted (its transaction rolls

@@ -77,12 +77,7 @@ pub async fn run_pipeline(
         Planner::new(config.source.on_data_loss).with_batch_interval(section.batch_interval);
     let rate = RateController::new(config.source.rate_config(), section.batch_interval)?;
     let parallelism = usize::try_from(config.sink.pool_size).unwrap_or(1);
-    let mut job = TableJob::new(
-        section.name.clone(),
-        config.source.topics.clone(),
-        Arc::new(sink),
-        parallelism,
-    );
+    let mut job = TableJob::new(section.name.clone(), Arc::new(sink), parallelism);
     let stop_probe = CancellationToken::new();
     if tracing::enabled!(target: PROGRESS_TARGET, Level::DEBUG) {
         let positions = Positions::default();

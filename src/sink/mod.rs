@@ -6,9 +6,9 @@
 //! the row and does nothing ([`WriteOutcome::AlreadyCommitted`]). The same transaction checks
 //! that the offset ranges continue exactly where this output partition's previous commit ended.
 //!
-//! Source-aligned pipelines write Kafka partition `k` of the `i`-th configured topic as output
-//! partition [`source_aligned_partition_id`]`(i, k)`; pipelines that shuffle by key use
-//! `hash(key) mod N`.
+//! Source-aligned pipelines write Kafka partition `tp` as output partition
+//! [`source_partition_id`]`(tp)`, derived from the topic-partition alone; pipelines that shuffle
+//! by key use `hash(key) mod N`.
 
 mod base64;
 mod chunk;
@@ -56,7 +56,7 @@ pub struct CommitKey {
     pub pipeline: String,
     /// The batch.
     pub batch_time: BatchTime,
-    /// The output partition; see [`source_aligned_partition_id`].
+    /// The output partition; see [`source_partition_id`].
     pub partition_id: i64,
 }
 
@@ -165,6 +165,30 @@ pub trait Sink: Send + Sync {
         input: &[PartitionBatch],
     ) -> impl Future<Output = Result<WriteOutcome>> + Send;
 
+    /// Renames output partition ids in the sink's bookkeeping: each `(old, tp, new)` moves the
+    /// commits, positions and dead letters of output partition `old` (which wrote `tp`) to
+    /// `new`, in one transaction. Called at start when the sink holds ids of an older weir,
+    /// which derived them from the order of `source.topics` (see [`source_partition_id`]).
+    ///
+    /// The default refuses any rename: a sink of your own never received such ids.
+    ///
+    /// # Cancel safety
+    /// Safe: the renames commit together or not at all.
+    fn adopt_partition_ids(
+        &self,
+        pipeline: &str,
+        renames: &[(i64, TopicPartition, i64)],
+    ) -> impl Future<Output = Result<()>> + Send {
+        let refused = (!renames.is_empty()).then(|| crate::error::Error::Config {
+            file: None,
+            key: "sink".into(),
+            message: format!(
+                "pipeline {pipeline:?}: this sink holds output partition ids that this weir cannot rename"
+            ),
+        });
+        async move { refused.map_or(Ok(()), Err) }
+    }
+
     /// The newest committed range per `(partition_id, Kafka partition)` of `pipeline`, for the
     /// start-up cross-check against the checkpoint.
     ///
@@ -176,35 +200,44 @@ pub trait Sink: Send + Sync {
     ) -> impl Future<Output = Result<CommittedPositions>> + Send;
 }
 
-/// The output partition of Kafka partition `kafka_partition` of the `topic_index`-th configured
-/// topic in a source-aligned pipeline: `(topic_index << 32) | kafka_partition`. For a single topic
-/// it is the Kafka partition itself.
+/// The output partition id of Kafka partition `tp` in a source-aligned pipeline, derived from the
+/// topic-partition alone, so that it is the same in every release, on every instance, and
+/// whatever the order of `source.topics` or the topics added or removed beside it: the topic
+/// name's hash in the high 32 bits (FNV-1a folded to 30 bits, with bit 30 set, so that it never
+/// meets the small ids `0..N` of pipelines that shuffle by key), the partition in the low 32.
 ///
 /// ```
-/// use weir::sink::{source_aligned_partition_id, split_partition_id};
-/// assert_eq!(source_aligned_partition_id(0, 7), 7);
-/// assert_eq!(source_aligned_partition_id(2, 3), (2 << 32) | 3);
-/// assert_eq!(split_partition_id(source_aligned_partition_id(2, 3)), (2, 3));
+/// use weir::plan::TopicPartition;
+/// use weir::sink::{is_source_partition_id, source_partition_id};
+/// let id = source_partition_id(&TopicPartition::new("orders", 7));
+/// assert_eq!(id & 0xFFFF_FFFF, 7);
+/// assert!(is_source_partition_id(id));
+/// assert_ne!(id, source_partition_id(&TopicPartition::new("payments", 7)));
+/// assert!(!is_source_partition_id(7));
 /// ```
-pub fn source_aligned_partition_id(topic_index: u16, kafka_partition: i32) -> i64 {
+pub fn source_partition_id(tp: &TopicPartition) -> i64 {
+    let mut hash = crate::hash::Fnv1a::new();
+    hash.bytes(tp.topic.as_bytes());
+    let wide = hash.finish();
+    let folded = (wide ^ (wide >> 30) ^ (wide >> 60)) & SOURCE_ID_HASH_MASK;
+    let high = i64::try_from(folded | SOURCE_ID_MARK).unwrap_or(i64::MAX);
+    (high << 32) | (i64::from(tp.partition) & 0xFFFF_FFFF)
+}
+
+/// True for an id made by [`source_partition_id`].
+pub fn is_source_partition_id(partition_id: i64) -> bool {
+    let high = u64::try_from(partition_id >> 32).unwrap_or(0);
+    high & SOURCE_ID_MARK != 0 && high >> 31 == 0
+}
+
+/// The hash bits of a source partition id's high half, and the bit that marks it.
+const SOURCE_ID_HASH_MASK: u64 = (1 << 30) - 1;
+const SOURCE_ID_MARK: u64 = 1 << 30;
+
+/// The output partition id an older weir gave Kafka partition `kafka_partition` of the
+/// `topic_index`-th configured topic: `(topic_index << 32) | kafka_partition`. It depended on the
+/// order of `source.topics`; a sink holding such ids has them replaced at start (see
+/// [`Sink::adopt_partition_ids`]).
+pub(crate) fn legacy_partition_id(topic_index: u16, kafka_partition: i32) -> i64 {
     (i64::from(topic_index) << 32) | (i64::from(kafka_partition) & 0xFFFF_FFFF)
-}
-
-/// [`source_aligned_partition_id`] of `tp`, whose topic's index is its position in `topics` (the
-/// configured topic list). A topic missing from the list gets index `u16::MAX`, which no
-/// configured topic has.
-pub fn source_partition_id(topics: &[String], tp: &TopicPartition) -> i64 {
-    let index = topics
-        .iter()
-        .position(|t| *t == tp.topic)
-        .and_then(|i| u16::try_from(i).ok())
-        .unwrap_or(u16::MAX);
-    source_aligned_partition_id(index, tp.partition)
-}
-
-/// The `(topic_index, kafka_partition)` of a source-aligned partition id.
-pub fn split_partition_id(partition_id: i64) -> (u16, i32) {
-    let topic_index = u16::try_from((partition_id >> 32) & 0xFFFF).unwrap_or(u16::MAX);
-    let low = u32::try_from(partition_id & 0xFFFF_FFFF).unwrap_or(0);
-    (topic_index, i32::from_ne_bytes(low.to_ne_bytes()))
 }

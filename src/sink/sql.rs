@@ -297,6 +297,62 @@ impl Sink for SqlSink {
         .await
     }
 
+    async fn adopt_partition_ids(
+        &self,
+        pipeline: &str,
+        renames: &[(i64, TopicPartition, i64)],
+    ) -> Result<()> {
+        if renames.is_empty() {
+            return Ok(());
+        }
+        let opened = self.opened()?;
+        let dialect = opened.pool.dialect();
+        let context = || format!("replacing the output partition ids of pipeline {pipeline:?}");
+        let mut tx = opened
+            .pool
+            .begin()
+            .await
+            .map_err(|e| Error::database(context(), e))?;
+        for (old, tp, new) in renames {
+            let offsets = [
+                SqlValue::BigInt(*new),
+                SqlValue::Text(pipeline.to_owned()),
+                SqlValue::BigInt(*old),
+                SqlValue::Text(tp.topic.clone()),
+                SqlValue::Integer(tp.partition),
+            ];
+            tx.execute(
+                dialect.placeholders("UPDATE weir_offsets SET partition_id = ? WHERE pipeline = ? AND partition_id = ? AND topic = ? AND kafka_partition = ?"),
+                &offsets,
+            )
+            .await
+            .map_err(|e| Error::database(context(), e))?;
+            let others = [
+                SqlValue::BigInt(*new),
+                SqlValue::Text(pipeline.to_owned()),
+                SqlValue::BigInt(*old),
+            ];
+            for sql in [
+                "UPDATE weir_commits SET partition_id = ? WHERE pipeline = ? AND partition_id = ?",
+                "UPDATE weir_dead_letters SET partition_id = ? WHERE pipeline = ? AND partition_id = ?",
+            ] {
+                tx.execute(dialect.placeholders(sql), &others)
+                    .await
+                    .map_err(|e| Error::database(context(), e))?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| Error::database(context(), e))?;
+        tracing::info!(
+            message =
+                "Replaced the output partition ids of an older weir in the sink's bookkeeping.",
+            pipeline,
+            partitions = renames.len(),
+        );
+        Ok(())
+    }
+
     async fn committed_positions(
         &self,
         pipeline: &str,

@@ -9,26 +9,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// 64-bit FNV-1a, written to as an `std::io::Write`.
-struct Fnv1a(u64);
-
-impl Fnv1a {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-}
-
-impl std::io::Write for Fnv1a {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(Self::PRIME);
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use crate::hash::Fnv1a;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -38,9 +19,9 @@ fn config() -> bincode::config::Configuration {
 /// (sequences of unknown length) hash what was encoded before the failure, which is still
 /// deterministic.
 pub(crate) fn stable_hash<T: Serialize + ?Sized>(value: &T) -> u64 {
-    let mut hash = Fnv1a(Fnv1a::OFFSET_BASIS);
+    let mut hash = Fnv1a::new();
     let _ = bincode::serde::encode_into_std_write(value, &mut hash, config());
-    hash.0
+    hash.finish()
 }
 
 /// A seed for randomness that is a pure function of its inputs (invariant 3).

@@ -7,7 +7,7 @@
 //! - the record's value is the item's JSON, its timestamp the batch time, it has no key, and its
 //!   offset is the item's index in its partition (errors name the row as `sink <table>/<p>@<i>`);
 //! - a source-partitioned stream writes Kafka partition `tp` of the `i`-th topic as output
-//!   partition `source_aligned_partition_id(i, tp.partition)`, covering `tp`'s range of the plan;
+//!   partition `source_partition_id(tp)`, covering `tp`'s range of the plan;
 //! - a keyed stream writes each output partition `p` (`0 ≤ p < N`) as output partition `p`,
 //!   covering every range of the plan, since its items may come from any Kafka partition.
 //!
@@ -129,7 +129,6 @@ impl<T: Data + Serialize> DStream<T> {
             commit_pipeline,
             label,
             layout,
-            topics: graph.topics.clone(),
             _items: std::marker::PhantomData,
         };
         graph.add(Box::new(node), Layout::Mixed, &[self.node]);
@@ -142,7 +141,6 @@ struct SinkNode<T> {
     commit_pipeline: String,
     label: String,
     layout: Layout,
-    topics: Vec<String>,
     _items: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -203,7 +201,7 @@ impl<T: Data + Serialize> Node for SinkNode<T> {
                         format!("{} from {}", self.label, range.tp.topic),
                         range.tp.partition,
                     );
-                    let id = source_partition_id(&self.topics, &range.tp);
+                    let id = source_partition_id(&range.tp);
                     let ranges = step.input.plan.covered_by(range);
                     step.writes
                         .extend(self.write(step.input, id, row_partition, ranges, items)?);

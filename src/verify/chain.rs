@@ -54,7 +54,8 @@ pub(crate) async fn read_commits(
                     ),
                     detail: format!("the commit row's ranges {ranges:?} cannot be read ({e})"),
                 })?;
-            ranges.sort();
+            // By partition, keeping each partition's order (a recorded gap before its range).
+            ranges.sort_by(|a, b| a.tp.cmp(&b.tp));
             Ok(Commit {
                 batch_time: BatchTime::from_millis(batch_time),
                 partition_id,

@@ -115,6 +115,18 @@ pub async fn verify(
     let pipeline = config.pipeline.name.as_str();
 
     let commits = chain::read_commits(&pool, pipeline, &config.source.topics).await?;
+    if let Some((commit, gap)) = commits
+        .iter()
+        .find_map(|c| c.ranges.iter().find(|r| r.is_rewind()).map(|r| (c, r)))
+    {
+        return Err(Error::Unverifiable {
+            pipeline: pipeline.to_owned(),
+            reason: format!(
+                "batch {} recorded that the log of {} was replaced ({gap}: the topic was deleted and recreated, and read from its start under on_data_loss = \"skip\"); the records of the old topic are gone from Kafka, so what the table holds cannot be recomputed",
+                commit.batch_time, gap.tp
+            ),
+        });
+    }
     let set_aside = chain::read_dead_letters(&pool, pipeline).await?;
     let spans = chain::spans(&commits);
     let records = reader::read_ranges(&config.source, pipeline, &spans, &progress).await?;

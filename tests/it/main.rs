@@ -21,6 +21,7 @@ mod pipeline_examples;
 mod pipeline_recreated;
 mod pipeline_sessions_killed;
 mod pipeline_support;
+mod pipeline_topics;
 mod sink_commit;
 mod sink_errors;
 mod sink_increment;

@@ -111,5 +111,12 @@ async fn a_recreated_topic_stops_the_pipeline_or_is_read_from_its_start() -> Res
             .any(|(r,)| r.contains("\"from\":100,\"until\":0")),
         "a commit records the replaced log: {ranges:?}"
     );
+    // `weir verify` cannot recompute the old topic's records, and says so instead of a verdict.
+    let refused =
+        weir::verify::verify(&weir::config::PipelineConfig::from_toml_str(&skip)?, |_| {})
+            .await
+            .err()
+            .context("verify must refuse a pipeline whose log was replaced")?;
+    ensure!(refused.to_string().contains("was replaced"), "{refused}");
     Ok(())
 }

@@ -7,6 +7,8 @@ use rdkafka::producer::FutureProducer;
 use sqlx::AssertSqlSafe;
 use tokio_util::sync::CancellationToken;
 use weir::config::PipelineConfig;
+use weir::plan::TopicPartition;
+use weir::sink::source_partition_id;
 use weir::verify::{ProblemKind, Report};
 
 use crate::common::{TestEnv, TestTopic};
@@ -193,13 +195,16 @@ async fn verify_append_is_clean_then_reports_each_tampering() -> Result<()> {
 
         // Without the first commit of partition 0 its chain starts late, and its 50 rows are
         // explained by no commit.
+        let p0_id = source_partition_id(&TopicPartition::new(&case.topic.name, 0));
         let first: Vec<(i64,)> = db
-            .fetch("SELECT MIN(batch_time) FROM weir_commits WHERE partition_id = 0")
+            .fetch(&format!(
+                "SELECT MIN(batch_time) FROM weir_commits WHERE partition_id = {p0_id}"
+            ))
             .await?;
         execute(
             &db,
             &format!(
-                "DELETE FROM weir_commits WHERE partition_id = 0 AND batch_time = {}",
+                "DELETE FROM weir_commits WHERE partition_id = {p0_id} AND batch_time = {}",
                 first[0].0
             ),
         )

@@ -28,7 +28,9 @@ use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::plan::{BatchTime, TopicPartition};
 use crate::runtime::run_blocking;
-use crate::sink::{CommittedPosition, CommittedPositions, Sink, source_partition_id};
+use crate::sink::{
+    CommittedPosition, CommittedPositions, Sink, legacy_partition_id, source_partition_id,
+};
 use crate::source::KafkaSource;
 
 /// A Kafka partition where the sink is ahead of the checkpoint.
@@ -67,7 +69,13 @@ pub(super) async fn reconcile<S: Sink>(
         })
     })
     .await?;
-    let committed = sink.committed_positions(&config.pipeline.name).await?;
+    let mut committed = sink.committed_positions(&config.pipeline.name).await?;
+    let renames = legacy_ids(&config.source.topics, &committed);
+    if !renames.is_empty() {
+        sink.adopt_partition_ids(&config.pipeline.name, &renames)
+            .await?;
+        committed = sink.committed_positions(&config.pipeline.name).await?;
+    }
     let at_sink = sink_positions(&config.source.topics, committed);
     let leads = leads(known.as_ref().map(|(positions, _)| positions), &at_sink);
     let Some((tp, first)) = leads.iter().next() else {
@@ -212,6 +220,25 @@ fn refuse_if_stateful(
     })
 }
 
+/// The rows of the main job's topics under output partition ids of an older weir, which put the
+/// topic's index in `source.topics` in the high half of the id and the Kafka partition in the
+/// low half, with the id each must have now: `(old, tp, new)`. The main job writes one output
+/// partition per Kafka partition, so every such row is one.
+fn legacy_ids(
+    topics: &[String],
+    committed: &CommittedPositions,
+) -> Vec<(i64, TopicPartition, i64)> {
+    committed
+        .keys()
+        .filter(|(id, tp)| {
+            topics.contains(&tp.topic)
+                && u16::try_from(*id >> 32)
+                    .is_ok_and(|index| *id == legacy_partition_id(index, tp.partition))
+        })
+        .map(|(id, tp)| (*id, tp.clone(), source_partition_id(tp)))
+        .collect()
+}
+
 /// The sink's newest commit per Kafka partition of the configured topics, from the output
 /// partitions a source-aligned pipeline writes.
 fn sink_positions(
@@ -221,7 +248,7 @@ fn sink_positions(
     committed
         .into_iter()
         .filter(|((partition_id, tp), _)| {
-            topics.contains(&tp.topic) && *partition_id == source_partition_id(topics, tp)
+            topics.contains(&tp.topic) && *partition_id == source_partition_id(tp)
         })
         .map(|((_, tp), position)| (tp, position))
         .collect()
@@ -323,7 +350,6 @@ async fn with_store<T: Send + 'static>(
 mod tests {
     use super::*;
     use crate::plan::OffsetRange;
-    use crate::sink::source_aligned_partition_id;
 
     fn tp(topic: &str, p: i32) -> TopicPartition {
         TopicPartition::new(topic, p)
@@ -337,18 +363,72 @@ mod tests {
     }
 
     #[test]
+    fn rows_under_an_older_weirs_ids_are_renamed_to_the_topic_partitions_own() {
+        let topics = vec!["a".to_owned(), "b".to_owned()];
+        let (a0, b1, c0) = (tp("a", 0), tp("b", 1), tp("c", 0));
+        let rows: CommittedPositions = [
+            (
+                (legacy_partition_id(0, 0), a0.clone()),
+                committed(1, &a0, 0, 10),
+            ),
+            (
+                (legacy_partition_id(1, 1), b1.clone()),
+                committed(1, &b1, 0, 5),
+            ),
+            // Already renamed, another pipeline's topic, a keyed partition of another layout.
+            (
+                (source_partition_id(&a0), a0.clone()),
+                committed(1, &a0, 0, 10),
+            ),
+            (
+                (legacy_partition_id(0, 0), c0.clone()),
+                committed(1, &c0, 0, 3),
+            ),
+            (
+                (legacy_partition_id(0, 3), a0.clone()),
+                committed(1, &a0, 0, 3),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let mut renames = legacy_ids(&topics, &rows);
+        renames.sort();
+        assert_eq!(
+            renames,
+            vec![
+                (
+                    legacy_partition_id(0, 0),
+                    a0.clone(),
+                    source_partition_id(&a0)
+                ),
+                (
+                    legacy_partition_id(1, 1),
+                    b1.clone(),
+                    source_partition_id(&b1)
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn only_source_aligned_rows_of_configured_topics_count() {
         let topics = vec!["a".to_owned(), "b".to_owned()];
         let (a0, b1, gone) = (tp("a", 0), tp("b", 1), tp("gone", 0));
         let rows: CommittedPositions = [
-            ((0, a0.clone()), committed(1, &a0, 0, 10)),
             (
-                (source_aligned_partition_id(1, 1), b1.clone()),
+                (source_partition_id(&a0), a0.clone()),
+                committed(1, &a0, 0, 10),
+            ),
+            (
+                (source_partition_id(&b1), b1.clone()),
                 committed(1, &b1, 0, 5),
             ),
             // A keyed pipeline's output partition 7 covering a/0: not a source-aligned row.
             ((7, a0.clone()), committed(1, &a0, 0, 99)),
-            ((0, gone.clone()), committed(1, &gone, 0, 3)),
+            (
+                (source_partition_id(&gone), gone.clone()),
+                committed(1, &gone, 0, 3),
+            ),
         ]
         .into_iter()
         .collect();
