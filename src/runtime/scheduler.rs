@@ -269,7 +269,8 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
                 .unwrap_or(u64::MAX),
             batch_time: t,
             positions: self.planner.positions().clone(),
-            operator_state: self.job.state(),
+            // A state that cannot be encoded stops the run; no snapshot is written.
+            operator_state: self.job.state().await?,
             identity: self.schedule.identity.clone(),
         };
         self.write_checkpoint("writing a snapshot", move |store| {

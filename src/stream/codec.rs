@@ -35,45 +35,89 @@ pub(crate) fn partition_of<K: Serialize + ?Sized>(key: &K, partitions: u32) -> u
     u32::try_from(stable_hash(key) % n).unwrap_or(0)
 }
 
-/// The header of every operator's state: the Rust types it was written with. A state type that
-/// changed without a new schema version is caught here instead of being mis-decoded.
+/// What precedes every operator's state since the envelope stopped naming Rust types; an
+/// older envelope starts with the number of type names it held (1 or 2), never with this.
+const STATE_MAGIC: [u8; 4] = *b"WST2";
+
+/// The header of every operator's state: the kind of operator that wrote it (e.g. `window`), so
+/// that state stored under an id another kind of operator now has is refused instead of
+/// mis-decoded. The state's schema is identified by what the program declares, the operator's
+/// id and schema version (in the snapshot and in the pipeline identity), never by Rust type
+/// names, which change with a module move or a compiler release.
 #[derive(Debug, serde::Deserialize, Serialize)]
 struct Envelope {
+    kind: String,
+}
+
+/// The envelope written before the state carried [`STATE_MAGIC`]: the Rust type names of the
+/// state, which are no longer compared (a renamed type must still resume).
+#[derive(Debug, serde::Deserialize)]
+struct LegacyEnvelope {
     types: Vec<String>,
 }
 
-/// Encodes `payload` after an envelope naming `types`.
-pub(crate) fn encode_state<P: Serialize>(types: &[&str], payload: &P) -> Result<Vec<u8>, String> {
+/// What an older weir wrote in place of a state it could not encode.
+const LEGACY_PLACEHOLDER: &str = "state that could not be encoded";
+
+/// Encodes `payload`, the state of an operator of `kind`, after its envelope.
+pub(crate) fn encode_state<P: Serialize>(kind: &str, payload: &P) -> Result<Vec<u8>, String> {
     let envelope = Envelope {
-        types: types.iter().map(|t| (*t).to_owned()).collect(),
+        kind: kind.to_owned(),
     };
-    let mut bytes = bincode::serde::encode_to_vec(&envelope, config())
+    let mut bytes = STATE_MAGIC.to_vec();
+    bincode::serde::encode_into_std_write(&envelope, &mut bytes, config())
         .map_err(|e| format!("cannot encode the state header: {e}"))?;
-    let payload = bincode::serde::encode_to_vec(payload, config()).map_err(|e| {
-        format!("bincode cannot encode the state ({e}); state types must be plain serde data (no #[serde(flatten)], no sequences of unknown length)")
+    bincode::serde::encode_into_std_write(payload, &mut bytes, config()).map_err(|e| {
+        format!("bincode cannot encode the state ({e}); state types must be plain serde data (no #[serde(flatten)], no sequences of unknown length, no Serialize impl that fails)")
     })?;
-    bytes.extend(payload);
     Ok(bytes)
 }
 
-/// Decodes state written by [`encode_state`], refusing state written for other types.
-pub(crate) fn decode_state<P: DeserializeOwned>(types: &[&str], bytes: &[u8]) -> Result<P, String> {
-    let (envelope, used): (Envelope, usize) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| format!("the state header cannot be read ({e})"))?;
-    if envelope.types != types {
-        return Err(format!(
-            "the checkpoint holds state of types [{}] but the program now uses [{}]. A changed state type needs a new schema version (with_schema_version) and fresh state (`weir checkpoint reset --keep-offsets`), or the old type back",
-            envelope.types.join(", "),
-            types.join(", ")
-        ));
-    }
-    let rest = bytes.get(used..).unwrap_or_default();
-    let (payload, read): (P, usize) = bincode::serde::decode_from_slice(rest, config())
-        .map_err(|e| format!("the state of types [{}] cannot be decoded ({e}); did its fields change without a new schema version (with_schema_version)?", types.join(", ")))?;
+/// Decodes the state of an operator of `kind` written by [`encode_state`] (or by an older weir),
+/// refusing state another kind of operator wrote.
+pub(crate) fn decode_state<P: DeserializeOwned>(kind: &str, bytes: &[u8]) -> Result<P, String> {
+    let rest = match bytes.strip_prefix(&STATE_MAGIC) {
+        Some(rest) => {
+            let (envelope, used): (Envelope, usize) =
+                bincode::serde::decode_from_slice(rest, config())
+                    .map_err(|e| format!("the state header cannot be read ({e})"))?;
+            if envelope.kind != kind {
+                return Err(format!(
+                    "the checkpoint holds the state of a {} operator under this id, and the program now gives the id to a {kind} operator. Give each operator its own id (with_state_id), or start fresh state (`weir checkpoint reset --keep-offsets`)",
+                    envelope.kind
+                ));
+            }
+            rest.get(used..).unwrap_or_default()
+        }
+        None => {
+            let (legacy, used): (LegacyEnvelope, usize) =
+                bincode::serde::decode_from_slice(bytes, config())
+                    .map_err(|e| format!("the state header cannot be read ({e})"))?;
+            if let Some(placeholder) = legacy
+                .types
+                .iter()
+                .find(|t| t.starts_with(LEGACY_PLACEHOLDER))
+            {
+                return Err(format!(
+                    "the snapshot holds no state: an older weir wrote it in place of {placeholder}. Remove this snapshot so that recovery uses an older one, or start fresh state (`weir checkpoint reset --keep-offsets`)"
+                ));
+            }
+            bytes.get(used..).unwrap_or_default()
+        }
+    };
+    let changed = "did the state type change without a new schema version (with_schema_version)? Go back to the old type, or raise the version and start fresh state (`weir checkpoint reset --keep-offsets`)";
+    // The Rust type is named for people only: nothing stored depends on it.
+    let (payload, read): (P, usize) =
+        bincode::serde::decode_from_slice(rest, config()).map_err(|e| {
+            format!(
+                "the state cannot be decoded as {} ({e}); {changed}",
+                std::any::type_name::<P>()
+            )
+        })?;
     if read != rest.len() {
         return Err(format!(
-            "the state of types [{}] has {} bytes left over after decoding; did its fields change without a new schema version (with_schema_version)?",
-            types.join(", "),
+            "the state decoded as {} has {} bytes left over; {changed}",
+            std::any::type_name::<P>(),
             rest.len() - read
         ));
     }
@@ -97,15 +141,42 @@ mod tests {
     }
 
     #[test]
-    fn state_round_trips_and_a_changed_type_is_named() {
-        let bytes = encode_state(&["u64"], &vec![1_u64, 2]).unwrap();
+    fn state_round_trips_and_another_kind_or_shape_is_refused() {
+        let bytes = encode_state("window", &vec![1_u64, 2]).unwrap();
         assert_eq!(
-            decode_state::<Vec<u64>>(&["u64"], &bytes).unwrap(),
+            decode_state::<Vec<u64>>("window", &bytes).unwrap(),
             vec![1, 2]
         );
-        let e = decode_state::<Vec<String>>(&["String"], &bytes).unwrap_err();
-        assert!(e.contains("types [u64]") && e.contains("[String]"), "{e}");
-        let e = decode_state::<u8>(&["u64"], &bytes).unwrap_err();
-        assert!(e.contains("left over"), "{e}");
+        let e = decode_state::<Vec<u64>>("update_state_by_key", &bytes).unwrap_err();
+        assert!(
+            e.contains("state of a window operator") && e.contains("update_state_by_key"),
+            "{e}"
+        );
+        let e = decode_state::<u8>("window", &bytes).unwrap_err();
+        assert!(
+            e.contains("left over") && e.contains("with_schema_version"),
+            "{e}"
+        );
+        let e = decode_state::<Vec<String>>("window", &bytes).unwrap_err();
+        assert!(
+            e.contains("cannot be decoded as alloc::vec::Vec<alloc::string::String>"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn state_written_before_the_kind_envelope_is_read_whatever_its_type_names() {
+        // The envelope of earlier releases: bincode of the Rust type names, then the state.
+        let legacy = |types: &[&str]| {
+            let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
+            let mut bytes = bincode::serde::encode_to_vec(&types, config()).unwrap();
+            bytes.extend(bincode::serde::encode_to_vec(vec![7_u64], config()).unwrap());
+            bytes
+        };
+        let bytes = legacy(&["alloc::string::String", "my_app::old_module::Total"]);
+        assert_eq!(decode_state::<Vec<u64>>("window", &bytes).unwrap(), vec![7]);
+        let bytes = legacy(&["state that could not be encoded: boom"]);
+        let e = decode_state::<Vec<u64>>("window", &bytes).unwrap_err();
+        assert!(e.contains("holds no state") && e.contains("boom"), "{e}");
     }
 }

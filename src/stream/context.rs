@@ -471,7 +471,7 @@ fn lcm(a: i64, b: i64) -> i64 {
 }
 
 /// What the checkpoint must belong to: topics, stateful operators, output partitions, sinks.
-fn identity(config: &StreamConfig, graph: &Graph) -> PipelineIdentity {
+pub(super) fn identity(config: &StreamConfig, graph: &Graph) -> PipelineIdentity {
     let sinks: Vec<String> = graph
         .sinks
         .iter()

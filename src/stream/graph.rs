@@ -368,21 +368,20 @@ impl Graph {
         Ok(step.writes)
     }
 
-    /// The state of every stateful operator, keyed by its id, and the first operator whose state
-    /// could not be encoded with the reason. Such an operator's entry holds a state whose
-    /// envelope names the failure, so that recovery reports it instead of starting it empty.
-    pub(crate) fn save(&self) -> (BTreeMap<String, OperatorState>, Option<(String, String)>) {
+    /// Whether any operator keeps state.
+    pub(crate) fn has_state(&self) -> bool {
+        self.entries.iter().any(|e| e.node.operator().is_some())
+    }
+
+    /// The state of every stateful operator, keyed by its id; the error names the first operator
+    /// whose state cannot be encoded, and why.
+    pub(crate) fn save(&self) -> Result<BTreeMap<String, OperatorState>, (String, String)> {
         let mut state = BTreeMap::new();
-        let mut failed = None;
         for entry in &self.entries {
             let Some(info) = entry.node.operator() else {
                 continue;
             };
-            let bytes = entry.node.save().unwrap_or_else(|e| {
-                let what = format!("state that could not be encoded: {e}");
-                failed.get_or_insert((info.id.clone(), e));
-                super::codec::encode_state(&[what.as_str()], &()).unwrap_or_default()
-            });
+            let bytes = entry.node.save().map_err(|e| (info.id.clone(), e))?;
             state.insert(
                 info.id.clone(),
                 OperatorState {
@@ -391,7 +390,7 @@ impl Graph {
                 },
             );
         }
-        (state, failed)
+        Ok(state)
     }
 
     /// Restores every stateful operator found in `state`; the error names the operator.

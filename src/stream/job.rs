@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use crate::checkpoint::OperatorState;
 use crate::error::{Error, Result};
 use crate::plan::BatchPlan;
-use crate::runtime::{BatchJob, BatchOutcome};
+use crate::runtime::{BatchJob, BatchOutcome, run_blocking};
 use crate::sink::{Sink, SqlSink, WriteOutcome};
 use crate::source::PartitionBatch;
 
@@ -148,7 +148,7 @@ impl BatchJob for StreamJob {
             };
             let writes = graph.run(&batch);
             let encoded = match check_encoding && writes.is_ok() {
-                true => graph.save().1.map_or(Ok(()), Err),
+                true => graph.save().map(drop),
                 false => Ok(()),
             };
             (graph, writes, encoded)
@@ -177,22 +177,35 @@ impl BatchJob for StreamJob {
         Ok(BatchOutcome { records, ..outcome })
     }
 
-    fn state(&self) -> BTreeMap<String, OperatorState> {
-        let graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(graph) = &*graph else {
-            return BTreeMap::new();
+    async fn state(&self) -> Result<BTreeMap<String, OperatorState>> {
+        let taken = self
+            .graph
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let graph = taken.ok_or_else(|| {
+            Error::checkpoint(
+                &self.checkpoint_dir,
+                "no snapshot is written: an earlier batch of this run failed inside an operator, so the state is unknown; restart the pipeline to recover from the checkpoint",
+            )
+        })?;
+        // Checked at the first batch; a failure that depends on the values shows here.
+        let (graph, state) = if graph.has_state() {
+            run_blocking("encoding the operators' state", move || {
+                let state = graph.save();
+                Ok((graph, state))
+            })
+            .await?
+        } else {
+            (graph, Ok(BTreeMap::new()))
         };
-        let (state, failed) = graph.save();
-        if let Some((operator, message)) = failed {
-            // Checked at the first batch; a failure that depends on the values shows here, and
-            // recovery from this snapshot reports it.
-            tracing::error!(
-                operator,
-                message,
-                "a stream operator's state cannot be encoded; recovery from this snapshot will report it"
-            );
-        }
-        state
+        *self.graph.lock().unwrap_or_else(PoisonError::into_inner) = Some(graph);
+        state.map_err(|(operator, message)| {
+            self.state_error(
+                &operator,
+                &format!("{message}; the pipeline stops without writing this snapshot, and the next start recovers from the previous one"),
+            )
+        })
     }
 
     fn restore(&mut self, state: BTreeMap<String, OperatorState>) -> Result<()> {

@@ -1,10 +1,11 @@
 //! Keyed state: `update_state_by_key`, and how any stateful operator is given its stable id,
 //! schema version and idle timeout.
 //!
-//! The state lives in the checkpoint under the operator's id, as bincode behind an envelope that
-//! names its Rust types ([`super::codec`]), so a state type changed without a new schema version
-//! is reported instead of mis-decoded. Recovery re-executes the plans logged after the snapshot,
-//! which recomputes the state exactly (invariant 5).
+//! The state lives in the checkpoint under the operator's id and the schema version the program
+//! declares, as bincode behind an envelope that names the operator's kind ([`super::codec`]).
+//! Rust type names are never stored or compared: they change with a module move or a compiler
+//! release, and a recompiled program must still resume. Recovery re-executes the plans logged
+//! after the snapshot, which recomputes the state exactly (invariant 5).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -103,9 +104,33 @@ impl<T> DStream<T> {
         })
     }
 
-    /// Declares the version of the state's schema (1 unless set). Raise it when the state type
-    /// changes: the checkpoint then refuses to restore the old state into the new type and says
-    /// how to start fresh state at the stored offsets.
+    /// Declares the version of the state's schema (1 unless set). Together with the operator's id
+    /// it identifies the state in the checkpoint: renaming the state type or moving it to
+    /// another module changes neither, so the program resumes. Raise it when the state's
+    /// encoding changes (a field added, removed or retyped): the checkpoint then refuses to
+    /// restore the old state into the new type, and says how to start fresh state at the stored
+    /// offsets. A change without a new version is caught only when the old bytes do not decode
+    /// as the new type.
+    ///
+    /// ```
+    /// # fn example(words: weir::stream::DStream<String>) {
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// struct Total {
+    ///     count: u64,
+    ///     // Added in version 2.
+    ///     last_seen_ms: i64,
+    /// }
+    ///
+    /// let totals = words
+    ///     .map(|w| (w, 1_u64))
+    ///     .update_state_by_key(|new: &[u64], total: Option<Total>| {
+    ///         let count = total.map_or(0, |t| t.count) + new.iter().sum::<u64>();
+    ///         Some(Total { count, last_seen_ms: 0 })
+    ///     })
+    ///     .with_state_id("word-totals")
+    ///     .with_schema_version(2);
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_schema_version(self, version: u32) -> Self {
         self.configure("with_schema_version", |info| {
@@ -159,10 +184,6 @@ struct UpdateStateByKey<K, V, S> {
 }
 
 impl<K: Key, V: Data, S: Persist> UpdateStateByKey<K, V, S> {
-    fn types() -> [&'static str; 2] {
-        [std::any::type_name::<K>(), std::any::type_name::<S>()]
-    }
-
     fn timed_out(&self, keep: &Keep<S>, t: BatchTime) -> bool {
         self.info.idle_timeout.is_some_and(|timeout| {
             let idle = t.as_millis().saturating_sub(keep.last_update_ms);
@@ -236,11 +257,11 @@ impl<K: Key, V: Data, S: Persist> Node for UpdateStateByKey<K, V, S> {
     }
 
     fn save(&self) -> Result<Vec<u8>, String> {
-        encode_state(&Self::types(), &self.state)
+        encode_state(self.info.kind, &self.state)
     }
 
     fn load(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.state = decode_state(&Self::types(), bytes)?;
+        self.state = decode_state(self.info.kind, bytes)?;
         Ok(())
     }
 }
@@ -282,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn state_round_trips_and_refuses_another_type() {
+    fn state_round_trips_and_refuses_another_shape() {
         let mut n = node(None);
         n.step(BatchTime::from_millis(1), [("a".to_owned(), 3)]);
         let bytes = n.save().unwrap();
@@ -298,6 +319,9 @@ mod tests {
             state: BTreeMap::new(),
         };
         let e = other.load(&bytes).unwrap_err();
-        assert!(e.contains("u64") && e.contains("String"), "{e}");
+        assert!(
+            e.contains("cannot be decoded as") && e.contains("with_schema_version"),
+            "{e}"
+        );
     }
 }

@@ -197,9 +197,9 @@ impl<K: Key, V: Persist> DStream<(K, V)> {
 }
 
 /// Implements the [`Node`] methods shared by every window operator: its checkpoint identity
-/// and its state (the field `$state`) under the envelope of `$types`.
+/// and its state (the field `$state`) under the envelope of its kind.
 macro_rules! window_state {
-    ($state:ident, $types:expr) => {
+    ($state:ident) => {
         fn operator(&self) -> Option<&OperatorInfo> {
             Some(&self.info)
         }
@@ -209,11 +209,11 @@ macro_rules! window_state {
         }
 
         fn save(&self) -> Result<Vec<u8>, String> {
-            encode_state(&$types, &self.$state)
+            encode_state(self.info.kind, &self.$state)
         }
 
         fn load(&mut self, bytes: &[u8]) -> Result<(), String> {
-            self.$state = decode_state(&$types, bytes)?;
+            self.$state = decode_state(self.info.kind, bytes)?;
             Ok(())
         }
     };
@@ -252,7 +252,7 @@ impl<T: Persist> Node for Window<T> {
         Ok(())
     }
 
-    window_state!(panes, [std::any::type_name::<T>()]);
+    window_state!(panes);
 }
 
 struct CountByWindow<T> {
@@ -284,7 +284,7 @@ impl<T: Data> Node for CountByWindow<T> {
         Ok(())
     }
 
-    window_state!(panes, ["u64"]);
+    window_state!(panes);
 }
 
 /// The checkpointed state of `reduce_by_key_and_window`.
@@ -388,10 +388,7 @@ impl<K: Key, V: Persist> Node for ReduceByKeyAndWindow<K, V> {
         Ok(())
     }
 
-    window_state!(
-        state,
-        [std::any::type_name::<K>(), std::any::type_name::<V>()]
-    );
+    window_state!(state);
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@
 //! crashes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
 use weir::stream::DStream;
 
 use crate::common::TestEnv;
@@ -137,7 +139,8 @@ async fn a_rebuilt_program_resumes_and_a_changed_state_type_is_refused() -> Resu
         })
         .await?;
 
-    // The same id and schema version with another state type: refused, never mis-decoded.
+    // The same id and schema version with a state type whose encoding differs: refused with
+    // what to do, never mis-decoded here.
     let error = program
         .run_expecting_error(dir.path(), &input, |l| {
             let _ = words(l)
@@ -147,7 +150,7 @@ async fn a_rebuilt_program_resumes_and_a_changed_state_type_is_refused() -> Resu
         .await?;
     ensure!(
         error.contains("the state of stream operator \"totals\"")
-            && error.contains("types [alloc::string::String, u64]")
+            && error.contains("cannot be decoded as")
             && error.contains("with_schema_version"),
         "{error}"
     );
@@ -183,5 +186,86 @@ async fn a_rebuilt_program_resumes_and_a_changed_state_type_is_refused() -> Resu
         "totals after the rebuild: {last:?} != {expected:?}"
     );
     let _: BTreeMap<i64, Vec<String>> = input.batches()?;
+    Ok(())
+}
+
+/// Whether [`Fragile`] refuses to be encoded once a total reaches [`FRAGILE_AT`].
+static FRAGILE: AtomicBool = AtomicBool::new(true);
+const FRAGILE_AT: u64 = 12;
+
+/// A running total whose encoding fails, while [`FRAGILE`] is set, once it is large: a state
+/// that passes the check at the first batch and fails at a later snapshot.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Fragile(u64);
+
+impl Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if FRAGILE.load(Ordering::SeqCst) && self.0 >= FRAGILE_AT {
+            return Err(serde::ser::Error::custom(
+                "the fragile total refuses to be encoded",
+            ));
+        }
+        serializer.serialize_newtype_struct("Fragile", &self.0)
+    }
+}
+
+fn fragile_totals(lines: &DStream<String>) -> DStream<(String, Fragile)> {
+    words(lines)
+        .update_state_by_key(|new: &[u64], total: Option<Fragile>| {
+            Some(Fragile(total.map_or(0, |t| t.0) + new.iter().sum::<u64>()))
+        })
+        .with_state_id("fragile-totals")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_that_cannot_be_encoded_stops_the_pipeline_without_a_snapshot() -> Result<()> {
+    let env = TestEnv::get().await;
+    let lines = sample_lines(80);
+    let topic = env.topic("stream-encode", PARTITIONS).await?;
+    produce_lines(&env.producer()?, &topic, PARTITIONS, &lines).await?;
+    let mut program = Program::new(env, "stream-encode", &topic, 4);
+    program.lines = lines.len();
+    program.config.checkpoint_interval = Some(Duration::from_millis(200));
+    let dir = tempfile::tempdir()?;
+
+    // Both runs collect into the same collectors, which check that a replayed batch gives
+    // what its first run gave.
+    let (input, state) = (Collected::default(), Collected::default());
+    let error = program
+        .run_expecting_error(dir.path(), &input, |l| {
+            state.attach(&fragile_totals(l), |_| {});
+        })
+        .await?;
+    ensure!(
+        error.contains("\"fragile-totals\"")
+            && error.contains("the fragile total refuses to be encoded"),
+        "{error}"
+    );
+    // Every snapshot left is one recovery can read: the newest holds the operator's state.
+    let inspection = weir::checkpoint::inspect(dir.path())?;
+    let newest = inspection.snapshots.first().context("no snapshot at all")?;
+    let weir::checkpoint::SnapshotStatus::Valid(summary) = &newest.status else {
+        bail!("the newest snapshot is not valid: {newest:?}");
+    };
+    ensure!(
+        summary.operator_state.contains_key("fragile-totals"),
+        "{summary:?}"
+    );
+
+    // Once the state can be encoded, the program resumes from that snapshot and the replayed
+    // batches, and its totals are those of every line.
+    FRAGILE.store(false, Ordering::SeqCst);
+    program
+        .run(dir.path(), &input, |l| {
+            state.attach(&fragile_totals(l), |_| {});
+        })
+        .await?;
+    let last = state.batches()?.into_values().last().unwrap_or_default();
+    let got: Vec<(String, u64)> = sorted(last.into_iter().map(|(w, t)| (w, t.0)).collect());
+    let expected: Vec<(String, u64)> = word_counts(&lines).into_iter().collect();
+    ensure!(
+        got == expected,
+        "totals after recovery: {got:?} != {expected:?}"
+    );
     Ok(())
 }

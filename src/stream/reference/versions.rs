@@ -12,8 +12,11 @@
 //!   ([`expired`]);
 //! - a version is removed once no replay can need it ([`obsolete`]).
 //!
-//! File layout: magic, CRC32C of the rest, then bincode: a header (the Rust types of keys and
-//! values, the load time, the next refresh) and the entries.
+//! File layout: magic, CRC32C of the rest, then bincode: a header (the load time, the next
+//! refresh) and the entries. The table's id, which the program declares, is what identifies its
+//! versions; Rust type names are not stored (they change with a module move or a compiler
+//! release). Files of an older weir (magic `WEIRREF1`) also named the types in their header; they
+//! are read, and the names ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -31,7 +34,8 @@ use crate::stream::{Key, Persist};
 
 const SUFFIX: &str = ".version";
 const TEMP_SUFFIX: &str = ".version.tmp";
-const MAGIC: &[u8; 8] = b"WEIRREF1";
+const MAGIC: &[u8; 8] = b"WEIRREF2";
+const LEGACY_MAGIC: &[u8; 8] = b"WEIRREF1";
 
 /// `<checkpoint>/reference/<id>`.
 pub(crate) fn table_dir(checkpoint: &Path, id: &str) -> PathBuf {
@@ -124,13 +128,6 @@ pub(crate) fn oldest_snapshot(checkpoint: &Path) -> Result<Option<BatchTime>> {
         .map(|(t, _)| *t))
 }
 
-fn types<K, V>() -> Vec<String> {
-    vec![
-        std::any::type_name::<K>().to_owned(),
-        std::any::type_name::<V>().to_owned(),
-    ]
-}
-
 fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -138,7 +135,14 @@ fn bincode_config() -> bincode::config::Configuration {
 /// What precedes the entries in a version file.
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
-    types: Vec<String>,
+    loaded_at_ms: i64,
+    next_refresh_ms: Option<i64>,
+}
+
+/// The header of a `WEIRREF1` file: the same, after the Rust type names of keys and values.
+#[derive(Debug, Deserialize)]
+struct LegacyHeader {
+    _types: Vec<String>,
     loaded_at_ms: i64,
     next_refresh_ms: Option<i64>,
 }
@@ -151,7 +155,6 @@ pub(crate) fn write<K: Key, V: Persist>(
 ) -> Result<()> {
     let path = version_path(dir, version.loaded_at);
     let header = Header {
-        types: types::<K, V>(),
         loaded_at_ms: version.loaded_at.as_millis(),
         next_refresh_ms: version.next_refresh.map(BatchTime::as_millis),
     };
@@ -208,29 +211,45 @@ pub(crate) fn read<K: Key, V: Persist>(
     let (crc, body) = rest
         .split_at_checked(4)
         .ok_or_else(|| damaged("too short".into()))?;
-    if magic != MAGIC {
+    if magic != MAGIC && magic != LEGACY_MAGIC {
         return Err(damaged("not a reference table version".into()));
     }
     let crc: [u8; 4] = crc.try_into().map_err(|_| damaged("too short".into()))?;
     if u32::from_le_bytes(crc) != crc32c::crc32c(body) {
         return Err(damaged("checksum mismatch".into()));
     }
-    let (header, used): (Header, usize) = bincode::serde::decode_from_slice(body, bincode_config())
-        .map_err(|e| damaged(format!("header: {e}")))?;
-    if header.types != types::<K, V>() {
-        return Err(Error::checkpoint(
+    let (header, used): (Header, usize) = if magic == LEGACY_MAGIC {
+        let (legacy, used): (LegacyHeader, usize) =
+            bincode::serde::decode_from_slice(body, bincode_config())
+                .map_err(|e| damaged(format!("header: {e}")))?;
+        let header = Header {
+            loaded_at_ms: legacy.loaded_at_ms,
+            next_refresh_ms: legacy.next_refresh_ms,
+        };
+        (header, used)
+    } else {
+        bincode::serde::decode_from_slice(body, bincode_config())
+            .map_err(|e| damaged(format!("header: {e}")))?
+    };
+    // The checksum held: the bytes are as written, so entries that do not decode were written
+    // for other types. The Rust types are named for people only.
+    let changed = |why: String| {
+        Error::checkpoint(
             &path,
             format!(
-                "version {t} of reference table {id:?} holds entries of types [{}] but the program now uses [{}]. Go back to the old types until the pipeline has snapshotted past the logged batches, or give the table a new id to load it anew",
-                header.types.join(", "),
-                types::<K, V>().join(", ")
+                "version {t} of reference table {id:?} cannot be decoded as entries of ({}, {}) ({why}); did the table's key or value type change? Go back to the old types until the pipeline has snapshotted past the logged batches, or give the table a new id to load it anew",
+                std::any::type_name::<K>(),
+                std::any::type_name::<V>()
             ),
-        ));
-    }
+        )
+    };
     let rest = body.get(used..).unwrap_or_default();
-    let (entries, _): (BTreeMap<K, V>, usize) =
+    let (entries, read): (BTreeMap<K, V>, usize) =
         bincode::serde::decode_from_slice(rest, bincode_config())
-            .map_err(|e| damaged(format!("entries: {e}")))?;
+            .map_err(|e| changed(e.to_string()))?;
+    if read != rest.len() {
+        return Err(changed(format!("{} bytes left over", rest.len() - read)));
+    }
     Ok(Version {
         loaded_at: BatchTime::from_millis(header.loaded_at_ms),
         next_refresh: header.next_refresh_ms.map(BatchTime::from_millis),
@@ -300,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn versions_round_trip_and_refuse_other_types() {
+    fn versions_round_trip_and_refuse_entries_of_another_shape() {
         let dir = tempfile::tempdir().unwrap();
         let version = Version {
             loaded_at: t(3_000),
@@ -314,10 +333,15 @@ mod tests {
         assert_eq!(back.next_refresh, Some(t(6_000)));
         assert_eq!(back.entries, version.entries);
 
-        let e = read::<String, u8>(dir.path(), "b", t(3_000))
+        let e = read::<String, String>(dir.path(), "b", t(3_000))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bool") && e.contains("u8"), "{e}");
+        assert!(
+            e.contains(
+                "cannot be decoded as entries of (alloc::string::String, alloc::string::String)"
+            ) && e.contains("give the table a new id"),
+            "{e}"
+        );
 
         let path = version_path(dir.path(), t(3_000));
         let mut bytes = fs::read(&path).unwrap();
@@ -327,5 +351,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn a_renamed_type_reads_its_versions_and_older_files_are_read() {
+        mod before {
+            #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+            pub(super) struct Blocked(pub(super) bool);
+        }
+        mod after {
+            #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+            pub(super) struct IsBlocked(pub(super) bool);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let version = Version {
+            loaded_at: t(3_000),
+            next_refresh: None,
+            entries: Arc::new(BTreeMap::from([("tom".to_owned(), before::Blocked(true))])),
+        };
+        write(dir.path(), "b", &version).unwrap();
+        let back: Version<String, after::IsBlocked> = read(dir.path(), "b", t(3_000)).unwrap();
+        assert_eq!(
+            *back.entries,
+            BTreeMap::from([("tom".to_owned(), after::IsBlocked(true))])
+        );
+
+        // A file of an older weir, whose header named the Rust types.
+        let mut body = bincode::serde::encode_to_vec(
+            (
+                vec!["alloc::string::String", "my_app::Blocked"],
+                6_000_i64,
+                Some(9_000_i64),
+            ),
+            bincode_config(),
+        )
+        .unwrap();
+        body.extend(bincode::serde::encode_to_vec(&*version.entries, bincode_config()).unwrap());
+        let mut bytes = LEGACY_MAGIC.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        bytes.extend(body);
+        fs::write(version_path(dir.path(), t(6_000)), bytes).unwrap();
+        let old: Version<String, after::IsBlocked> = read(dir.path(), "b", t(6_000)).unwrap();
+        assert_eq!(old.loaded_at, t(6_000));
+        assert_eq!(old.next_refresh, Some(t(9_000)));
+        assert_eq!(*old.entries, *back.entries);
     }
 }
