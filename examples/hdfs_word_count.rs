@@ -1,4 +1,4 @@
-//! HDFSWordCount (seed 004): the words of the new files in a directory, counted per batch and
+//! HDFSWordCount (from Spark): the words of the new files in a directory, counted per batch and
 //! printed.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! PersistWordCount (seed 004): the running count of every word, kept in MariaDB (or any SQL
+//! PersistWordCount (from Spark): the running count of every word, kept in MariaDB (or any SQL
 //! database weir's sink speaks) through the transactional sink.
 //!
 //! ```text
@@ -7,7 +7,7 @@
 //!
 //! Guarantee: exactly-once into the database. Each key partition of each batch is upserted in one
 //! transaction together with its commit row `(pipeline, batch time, partition)`; a batch replayed
-//! after a crash finds the row and writes nothing. The seed's version builds SQL by pasting words
+//! after a crash finds the row and writes nothing. The Spark original builds SQL by pasting words
 //! into strings (`"values('" + word + "'"`) through a hand-rolled connection pool and writes
 //! again on every replay; here every value is a bound parameter and sqlx pools the connections.
 

@@ -1,4 +1,4 @@
-//! RecoverableNetworkWordCount (seed 000): the words of the lines a TCP server sends, counted
+//! RecoverableNetworkWordCount (from Spark): the words of the lines a TCP server sends, counted
 //! every second; words on a blacklist are dropped and counted in a running total; each batch's
 //! counts are appended to a file. Built with `get_or_create`, so a restart resumes from the
 //! checkpoint.
@@ -36,7 +36,7 @@ use anyhow::{Context, bail};
 use weir::plan::BatchTime;
 use weir::stream::{AppendFile, DStream, StreamConfig, StreamingContext};
 
-/// The seed's batch interval, and the interval of the snapshots.
+/// The Spark original's batch interval, and the interval of the snapshots.
 const INTERVAL: Duration = Duration::from_secs(1);
 
 /// The words that are dropped and counted instead.

@@ -1,4 +1,4 @@
-//! Top3HotProduct (seed 004): every 10 s, the 3 most clicked products of each category over the
+//! Top3HotProduct (from Spark): every 10 s, the 3 most clicked products of each category over the
 //! last 60 s. Each record is a click `<user> <product> <category>`.
 //!
 //! ```text

@@ -1,14 +1,14 @@
-//! TransformBlacklist (seed 004): ad clicks `<date> <user>` from users on a blacklist are dropped
-//! before they are billed. Each batch is joined with the blacklist (a left outer join, as in the
-//! seed), which is read from a file and reloaded every 10 seconds, so entries can be added while
-//! the program runs.
+//! TransformBlacklist (from Spark): ad clicks `<date> <user>` from users on a blacklist are dropped
+//! before they are billed. Each batch is joined with the blacklist (a left outer join, as in
+//! Spark's), which is read from a file and reloaded every 10 seconds, so entries can be added
+//! while the program runs.
 //!
 //! ```text
 //! cargo run --example transform_blacklist -- [topic=ad-clicks] [checkpoint=/tmp/weir-blacklist] [blacklist=/tmp/weir-blacklist.txt]
 //! ```
 //!
 //! The blacklist file holds `<user> <true|false>` per line, `#` starting a comment; when it is
-//! missing it is created with the seed's entry, `tom true`.
+//! missing it is created with the Spark original's entry, `tom true`.
 //!
 //! Guarantee: exactly-once computation. The blacklist is reloaded at batch times on a 10 s grid,
 //! never by the clock, and each version is saved in the checkpoint before a batch uses it, so a
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use weir::stream::{BoxError, DStream, ReferenceTable, StreamConfig, StreamingContext};
 
-/// The seed's blacklist, written to the file when it is missing.
+/// The Spark original's blacklist, written to the file when it is missing.
 pub const SEED_BLACKLIST: &str = "# <user> <true|false>\ntom true\n";
 
 /// The clicks of users that are not blacklisted, in arrival order: a left outer join of each

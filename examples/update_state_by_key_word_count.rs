@@ -1,4 +1,4 @@
-//! UpdateStateByKeyWordCount (seed 004): the running count of every word since the pipeline
+//! UpdateStateByKeyWordCount (from Spark): the running count of every word since the pipeline
 //! started, printed after every batch.
 //!
 //! ```text

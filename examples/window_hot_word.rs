@@ -1,4 +1,4 @@
-//! WindowHotWord (seed 004): every 10 s, the 3 most searched words of the last 60 s. Each record
+//! WindowHotWord (from Spark): every 10 s, the 3 most searched words of the last 60 s. Each record
 //! is a search log line `<user> <word>`.
 //!
 //! ```text

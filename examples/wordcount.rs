@@ -1,4 +1,4 @@
-//! WordCount and KafkaDirectWordCount (seed 004): the words of every batch of a Kafka topic,
+//! WordCount and KafkaDirectWordCount (from Spark): the words of every batch of a Kafka topic,
 //! counted per batch and printed.
 //!
 //! ```text

@@ -20,6 +20,9 @@
 //! - [`stream`]: the Spark-Streaming-style API: `StreamingContext` and typed `DStream`s.
 //! - [`verify`]: recomputes from Kafka what the sink must hold and compares it with the table.
 //! - [`plan`] and [`error`]: the shared vocabulary.
+//!
+//! `ARCHITECTURE.md`, at the root of the repository, is the code map and the six invariants of
+//! the exactly-once protocol, each with the function where it holds and the test that proves it.
 
 pub mod checkpoint;
 pub mod config;

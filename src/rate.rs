@@ -1,6 +1,6 @@
 //! Rate control: how many records each partition may bring into the next batch.
 //!
-//! Two limits combine (DESIGN.md, "Rate control"):
+//! Two limits combine (ARCHITECTURE.md, "How a batch flows", shows where they apply):
 //!
 //! - a hard cap, `source.max_rate_per_partition` records/s, which is `rate × batch interval`
 //!   records per partition and batch;

@@ -36,7 +36,7 @@
 //! record with intact ones after it, a missing `plans-<t>.log` of the chosen snapshot, plans that
 //! do not line up with the snapshot's positions (invariant 1).
 //!
-//! `weir checkpoint inspect` and `weir checkpoint reset --keep-offsets` are [`inspect`] and
+//! `weir checkpoint inspect` and `weir checkpoint reset --keep-offsets` are [`inspect()`] and
 //! [`reset_keep_offsets`].
 //!
 //! # Failpoints
