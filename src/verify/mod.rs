@@ -129,7 +129,15 @@ pub async fn verify(
     }
     let set_aside = chain::read_dead_letters(&pool, pipeline).await?;
     let spans = chain::spans(&commits);
-    let records = reader::read_ranges(&config.source, pipeline, &spans, &progress).await?;
+    let records = reader::read_ranges(&config.source, pipeline, &spans, &progress)
+        .await
+        .map_err(|e| match e {
+            Error::Unverifiable { reason, .. } => Error::Unverifiable {
+                pipeline: pipeline.to_owned(),
+                reason,
+            },
+            other => other,
+        })?;
     let mut problems = chain::check(&commits, &records.log_starts, &config.source);
 
     let columns: Vec<(String, ColumnType)> = mapper

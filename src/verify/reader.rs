@@ -83,10 +83,27 @@ fn read_blocking(
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Read> {
     let mut read = Read::default();
-    for tp in spans.keys() {
-        let (low, _high) = consumer
+    for (tp, &(from, until)) in spans {
+        let (low, high) = consumer
             .fetch_watermarks(&tp.topic, tp.partition, REQUEST_TIMEOUT)
             .map_err(|e| Error::kafka(format!("reading the offsets of {tp}"), e))?;
+        // Committed records that Kafka no longer holds cannot be read again: say so at once.
+        if until > from && (from < low || until > high) {
+            let why = if from < low {
+                format!("offsets [{from}..{low}) were deleted by retention")
+            } else {
+                format!(
+                    "its log now ends at {high}, below the committed {until}: the topic was recreated or truncated"
+                )
+            };
+            return Err(Error::Unverifiable {
+                pipeline: String::new(),
+                reason: format!(
+                    "the commits cover {} but {why}, so what the table holds for them cannot be recomputed",
+                    OffsetRange::new(tp.clone(), from, until)
+                ),
+            });
+        }
         read.log_starts.insert(tp.clone(), low);
     }
     let mut open: BTreeMap<TopicPartition, (i64, i64)> = spans

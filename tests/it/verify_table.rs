@@ -317,3 +317,44 @@ async fn weir_verify_prints_json_and_exits_non_zero_on_a_difference() -> Result<
     ensure!(stderr.contains("3 missing"), "{stderr}");
     Ok(())
 }
+
+/// Committed records that retention deleted cannot be read again: verify says so at once,
+/// naming the range, instead of waiting minutes for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_at_once_when_retention_deleted_committed_records() -> Result<()> {
+    let env = TestEnv::get().await;
+    let lite = env.sqlite()?;
+    let pool = sqlx::SqlitePool::connect(&lite.url).await?;
+    let db = TestDb::Sqlite(lite, pool);
+    let case = Case::new(env, &db, "verify-retention", &upsert_sink()).await?;
+    produce(&case.producer, &case.topic, &orders(0..40)).await?;
+    run_one_batch(&case.toml).await?;
+    ensure!(verify(&case.toml).await?.is_clean());
+
+    let tp = TopicPartition::new(&case.topic.name, 0);
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        env.kafka_config().create()?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(&tp.topic, 0, rdkafka::Offset::Offset(5))?;
+    admin
+        .delete_records(&list, &rdkafka::admin::AdminOptions::new())
+        .await?;
+
+    let started = std::time::Instant::now();
+    let error = match verify(&case.toml).await {
+        Ok(report) => anyhow::bail!("verify gave a verdict over deleted records: {report}"),
+        Err(error) => format!("{error:#}"),
+    };
+    ensure!(
+        error.contains(&format!("[0..5) were deleted by retention"))
+            && error.contains(&tp.to_string()),
+        "the error must name the deleted range: {error}"
+    );
+    ensure!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(case);
+    Ok(())
+}
