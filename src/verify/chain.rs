@@ -65,7 +65,7 @@ pub(crate) async fn read_commits(
         .collect()
 }
 
-/// The records of `pipeline` stored in `weir_dead_letters`.
+/// The records of `pipeline` stored in `weir_dead_letters`, with how often each is stored.
 pub(crate) async fn read_dead_letters(pool: &SinkPool, pipeline: &str) -> Result<SetAside> {
     let sql = pool.dialect().placeholders(
         "SELECT topic, kafka_partition, kafka_offset FROM weir_dead_letters WHERE pipeline = ?",
@@ -76,10 +76,13 @@ pub(crate) async fn read_dead_letters(pool: &SinkPool, pipeline: &str) -> Result
         .map_err(database(format!(
             "reading the dead letters of pipeline {pipeline:?} (weir_dead_letters)"
         )))?;
-    Ok(rows
-        .into_iter()
-        .map(|(topic, partition, offset)| (TopicPartition::new(topic, partition), offset))
-        .collect())
+    let mut stored = SetAside::new();
+    for (topic, partition, offset) in rows {
+        *stored
+            .entry((TopicPartition::new(topic, partition), offset))
+            .or_default() += 1;
+    }
+    Ok(stored)
 }
 
 /// Per Kafka partition, from the lowest `from` to the highest `until` of its committed ranges:

@@ -35,7 +35,7 @@ mod reader;
 mod report;
 mod table;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -154,6 +154,7 @@ pub async fn verify(
         sink.on_error,
     );
     problems.extend(recomputed.problems);
+    problems.extend(dead_letter_problems(&commits, &set_aside));
 
     let identity = Identity::for_config(sink, &names, mapper.key());
     let mut comparison = Comparison::new(recomputed.expected, identity, partitions.len(), names);
@@ -228,17 +229,30 @@ impl<'a> Recomputed<'a> {
             tally.records += input.iter().map(|b| b.records.len() as u64).sum::<u64>();
             for rejected in &mapped.rejected {
                 tally.rejected += 1;
-                if on_error == OnError::Fail {
-                    self.problems.push(Problem::unwritable(
-                        &rejected.origin.tp.to_string(),
-                        rejected.origin.record.offset,
+                let (tp, offset) = (rejected.origin.tp, rejected.origin.record.offset);
+                match on_error {
+                    OnError::Fail => self.problems.push(Problem::unwritable(
+                        &tp.to_string(),
+                        offset,
                         &rejected.reason,
-                    ));
+                    )),
+                    OnError::DeadLetter if !set_aside.contains_key(&(tp.clone(), offset)) => {
+                        self.problems.push(Problem::dead_letter(
+                            ProblemKind::DeadLetterMissing,
+                            &tp.to_string(),
+                            offset,
+                            format!(
+                                "batch {} refused the record ({}), but weir_dead_letters does not hold it",
+                                commit.batch_time, rejected.reason
+                            ),
+                        ));
+                    }
+                    _ => {}
                 }
             }
             for (op, origin) in &mapped.ops {
                 let at = self.index(origin.tp).unwrap_or(home);
-                if set_aside.contains(&(origin.tp.clone(), origin.record.offset)) {
+                if set_aside.contains_key(&(origin.tp.clone(), origin.record.offset)) {
                     self.tallies[at].dead_letters += 1;
                     continue;
                 }
@@ -259,8 +273,42 @@ impl<'a> Recomputed<'a> {
     }
 }
 
+/// Dead letters stored twice, or of records no commit covers.
+fn dead_letter_problems(commits: &[chain::Commit], set_aside: &SetAside) -> Vec<Problem> {
+    let covered = |tp: &TopicPartition, offset: i64| {
+        commits
+            .iter()
+            .flat_map(|c| &c.ranges)
+            .any(|r| r.tp == *tp && r.from <= offset && offset < r.until)
+    };
+    set_aside
+        .iter()
+        .filter_map(|((tp, offset), &count)| {
+            let partition = tp.to_string();
+            if count > 1 {
+                Some(Problem::dead_letter(
+                    ProblemKind::DeadLetterDuplicated,
+                    &partition,
+                    *offset,
+                    format!("weir_dead_letters holds the record {count} times"),
+                ))
+            } else if !covered(tp, *offset) {
+                Some(Problem::dead_letter(
+                    ProblemKind::DeadLetterUnexpected,
+                    &partition,
+                    *offset,
+                    "weir_dead_letters holds the record, but no commit covers it".to_owned(),
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// The `(topic, partition, offset)` of records the sink stored as dead letters.
-type SetAside = BTreeSet<(TopicPartition, i64)>;
+/// The dead letters of the pipeline: how many times each record is stored.
+type SetAside = BTreeMap<(TopicPartition, i64), u64>;
 
 /// Per Kafka partition, the hull `[from, until)` of its committed ranges.
 type Spans = BTreeMap<TopicPartition, (i64, i64)>;

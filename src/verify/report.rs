@@ -104,9 +104,32 @@ pub enum ProblemKind {
     WrongStart,
     /// A record of a committed range that the sink cannot write, under `on_error = "fail"`.
     Unwritable,
+    /// A record the sink must have dead-lettered (`on_error = "dead_letter"`) that
+    /// `weir_dead_letters` does not hold: a dead letter was deleted.
+    DeadLetterMissing,
+    /// A record held more than once in `weir_dead_letters`.
+    DeadLetterDuplicated,
+    /// A dead letter of a record that no commit covers.
+    DeadLetterUnexpected,
 }
 
 impl Problem {
+    /// A problem with the dead letter of one record.
+    pub(crate) fn dead_letter(
+        kind: ProblemKind,
+        partition: &str,
+        offset: i64,
+        detail: String,
+    ) -> Self {
+        Self {
+            partition: partition.to_owned(),
+            kind,
+            from: offset,
+            until: offset + 1,
+            detail,
+        }
+    }
+
     /// A record in a committed range that the sink's mapping refuses although `on_error` is
     /// `fail`: it cannot have been written.
     pub(crate) fn unwritable(partition: &str, offset: i64, reason: &str) -> Self {

@@ -358,3 +358,51 @@ async fn verify_refuses_at_once_when_retention_deleted_committed_records() -> Re
     drop(case);
     Ok(())
 }
+
+/// The dead-letter table is part of what verify checks: a dead letter deleted or stored twice is
+/// reported, naming the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_a_deleted_or_doubled_dead_letter() -> Result<()> {
+    let env = TestEnv::get().await;
+    let lite = env.sqlite()?;
+    let pool = sqlx::SqlitePool::connect(&lite.url).await?;
+    let db = TestDb::Sqlite(lite, pool);
+    let sink = format!("on_error = \"dead_letter\"\n{}", upsert_sink());
+    let case = Case::new(env, &db, "verify-dead-letters", &sink).await?;
+    let mut records = orders(0..20);
+    // Offsets 5 and 6 of partition 0 (ids 15 and 18) are not numbers: dead letters.
+    for (_, _, value) in records
+        .iter_mut()
+        .filter(|(_, k, _)| k.contains(":15}") || k.contains(":18}"))
+    {
+        *value = Some(r#"{"id":"not a number"}"#.to_owned());
+    }
+    produce(&case.producer, &case.topic, &records).await?;
+    run_one_batch(&case.toml).await?;
+    let stored: Vec<(i64, i64, String)> = db
+        .fetch("SELECT kafka_partition, kafka_offset, error_message FROM weir_dead_letters")
+        .await?;
+    ensure!(stored.len() == 2, "{stored:?}");
+    let clean = verify(&case.toml).await?;
+    ensure!(clean.is_clean(), "{clean}");
+
+    let p0 = format!("{}/0", case.topic.name);
+    execute(&db, "DELETE FROM weir_dead_letters WHERE kafka_offset = 5").await?;
+    execute(&db, "INSERT INTO weir_dead_letters SELECT pipeline, batch_time + 1, partition_id, topic, kafka_partition, kafka_offset, record_timestamp, record_key, record_value, headers, error_message, created_at FROM weir_dead_letters WHERE kafka_offset = 6").await?;
+    let report = verify(&case.toml).await?;
+    let problems: Vec<(&str, ProblemKind, i64)> = report
+        .problems
+        .iter()
+        .map(|p| (p.partition.as_str(), p.kind, p.from))
+        .collect();
+    ensure!(
+        problems
+            == [
+                (p0.as_str(), ProblemKind::DeadLetterMissing, 5),
+                (p0.as_str(), ProblemKind::DeadLetterDuplicated, 6)
+            ],
+        "{report}"
+    );
+    ensure!(!report.is_clean());
+    Ok(())
+}
