@@ -406,3 +406,49 @@ async fn verify_reports_a_deleted_or_doubled_dead_letter() -> Result<()> {
     ensure!(!report.is_clean());
     Ok(())
 }
+
+/// A pipeline that commits while verify runs never makes verify report a false mismatch: verify
+/// refuses clearly instead of counting the new rows as unexpected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_clearly_when_the_pipeline_commits_during_it() -> Result<()> {
+    let env = TestEnv::get().await;
+    let lite = env.sqlite()?;
+    let pool = sqlx::SqlitePool::connect(&lite.url).await?;
+    let db = TestDb::Sqlite(lite, pool);
+    let case = Case::new(env, &db, "verify-live", &upsert_sink()).await?;
+    produce(&case.producer, &case.topic, &orders(0..30)).await?;
+    run_one_batch(&case.toml).await?;
+    produce(&case.producer, &case.topic, &orders(30..60)).await?;
+
+    // Once verify has read Kafka (and the commits before it), the pipeline commits a batch.
+    let toml = case.toml.clone();
+    let config = PipelineConfig::from_toml_str(&case.toml)?;
+    let result = weir::verify::verify(&config, move |progress| {
+        if let weir::verify::Progress::Kafka { offsets, total, .. } = progress
+            && offsets == total
+        {
+            let toml = toml.clone();
+            let ran = std::thread::spawn(move || {
+                tokio::runtime::Runtime::new()?.block_on(run_one_batch(&toml))
+            })
+            .join();
+            assert!(
+                matches!(ran, Ok(Ok(()))),
+                "the batch during verify: {ran:?}"
+            );
+        }
+    })
+    .await;
+    let error = match result {
+        Ok(report) => anyhow::bail!("verify gave a verdict while the pipeline committed: {report}"),
+        Err(error) => error.to_string(),
+    };
+    ensure!(
+        error.contains("committed") && error.contains("while the pipeline is stopped or idle"),
+        "{error}"
+    );
+    // Once the pipeline is idle, verify is clean.
+    let report = verify(&case.toml).await?;
+    ensure!(report.is_clean(), "{report}");
+    Ok(())
+}
