@@ -9,13 +9,14 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{Level, debug, info};
+use tracing::{Level, debug, info, warn};
 
 use super::job::{PROGRESS_TARGET, Positions, TableJob};
-use super::scheduler::{RunSummary, Schedule, Scheduler};
+use super::scheduler::{RunSummary, Schedule, Scheduler, now_millis};
 use crate::checkpoint::{CheckpointStore, PipelineIdentity};
 use crate::config::PipelineConfig;
 use crate::error::Result;
+use crate::plan::BatchTime;
 use crate::rate::RateController;
 use crate::runtime::run_blocking;
 use crate::sink::{Sink, SqlSink};
@@ -23,6 +24,8 @@ use crate::source::{KafkaSource, Planner};
 
 /// How often the lag of a reporting run is measured.
 const LAG_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often old commit rows are folded (`sink.commit_retention`).
+const FOLD_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The identity a pipeline file gives its checkpoint: what must not change silently.
 pub fn pipeline_identity(config: &PipelineConfig) -> PipelineIdentity {
@@ -77,8 +80,15 @@ pub async fn run_pipeline(
         Planner::new(config.source.on_data_loss).with_batch_interval(section.batch_interval);
     let rate = RateController::new(config.source.rate_config(), section.batch_interval)?;
     let parallelism = usize::try_from(config.sink.pool_size).unwrap_or(1);
-    let mut job = TableJob::new(section.name.clone(), Arc::new(sink), parallelism);
+    let sink = Arc::new(sink);
+    let mut job = TableJob::new(section.name.clone(), Arc::clone(&sink), parallelism);
     let stop_probe = CancellationToken::new();
+    tokio::spawn(fold_old_commits(
+        sink,
+        section.name.clone(),
+        config.sink.commit_retention,
+        stop_probe.clone(),
+    ));
     if tracing::enabled!(target: PROGRESS_TARGET, Level::DEBUG) {
         let positions = Positions::default();
         job = job.with_positions(Arc::clone(&positions));
@@ -98,6 +108,27 @@ pub async fn run_pipeline(
     Scheduler::new(schedule, source, planner, rate, store, job, shutdown)
         .run()
         .await
+}
+
+/// Folds the commit rows older than `retention` into one per output partition, at start and
+/// then every [`FOLD_INTERVAL`], until `stop`. A failure only delays the fold: it is logged.
+async fn fold_old_commits<S: Sink>(
+    sink: Arc<S>,
+    pipeline: String,
+    retention: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let before = BatchTime::from_millis(now_millis().saturating_sub(retention_ms));
+        if let Err(error) = sink.fold_commits(&pipeline, before).await {
+            warn!(message = "Cannot fold old commit rows; trying again later.", %error);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(FOLD_INTERVAL) => {}
+        }
+    }
 }
 
 /// Measures the total lag of the partitions the job has written about once a second, until

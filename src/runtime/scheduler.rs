@@ -422,7 +422,7 @@ fn log_batch(plan: &BatchPlan, outcome: &BatchOutcome, processing: Duration, spa
     }
 }
 
-fn now_millis() -> i64 {
+pub(super) fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

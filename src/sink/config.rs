@@ -113,6 +113,12 @@ pub struct SqlSinkConfig {
     /// default true there. Increment mode ignores tombstones (a total cannot be un-added).
     #[serde(default)]
     pub delete_on_tombstone: Option<bool>,
+    /// How long commit rows are kept one per batch in `weir_commits`. Older ones of an output
+    /// partition are folded into one row covering their ranges, so the table stops growing while
+    /// `weir verify` and the contiguity check lose nothing; only a replay of a batch that old
+    /// would no longer be recognised, and the contiguity check refuses it. Default 7 days.
+    #[serde(default = "default_commit_retention", with = "crate::config::duration")]
+    pub commit_retention: std::time::Duration,
 }
 
 /// How rows are written.
@@ -298,6 +304,10 @@ fn default_url() -> String {
     DEFAULT_SQLITE_URL.to_owned()
 }
 
+fn default_commit_retention() -> std::time::Duration {
+    std::time::Duration::from_secs(7 * 24 * 3600)
+}
+
 fn default_pool_size() -> u32 {
     4
 }
@@ -328,6 +338,7 @@ impl SqlSinkConfig {
             pool_size: default_pool_size(),
             batch_size: default_batch_size(),
             delete_on_tombstone: None,
+            commit_retention: default_commit_retention(),
         }
     }
 

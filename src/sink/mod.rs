@@ -22,6 +22,7 @@ mod ident;
 mod json;
 mod mapping;
 mod protocol;
+mod retention;
 mod retry;
 mod sql;
 mod types;
@@ -187,6 +188,22 @@ pub trait Sink: Send + Sync {
             ),
         });
         async move { refused.map_or(Ok(()), Err) }
+    }
+
+    /// Folds the commit rows of `pipeline` older than `before` into one row per output
+    /// partition covering the same ranges (`sink.commit_retention`). Returns how many rows went.
+    ///
+    /// The default keeps every row.
+    ///
+    /// # Cancel safety
+    /// Safe: each output partition's fold commits on its own or not at all.
+    fn fold_commits(
+        &self,
+        pipeline: &str,
+        before: BatchTime,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        let _ = (pipeline, before);
+        async { Ok(0) }
     }
 
     /// The newest committed range per `(partition_id, Kafka partition)` of `pipeline`, for the

@@ -297,6 +297,21 @@ impl Sink for SqlSink {
         .await
     }
 
+    async fn fold_commits(&self, pipeline: &str, before: BatchTime) -> Result<u64> {
+        let opened = self.opened()?;
+        let folded = super::retention::fold_commits(&opened.pool, pipeline, before).await?;
+        if folded.rows_removed > 0 {
+            tracing::info!(
+                message = "Folded old commit rows.",
+                pipeline,
+                before = %before,
+                partitions = folded.partitions,
+                rows_removed = folded.rows_removed,
+            );
+        }
+        Ok(folded.rows_removed)
+    }
+
     async fn adopt_partition_ids(
         &self,
         pipeline: &str,

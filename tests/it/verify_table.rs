@@ -447,8 +447,21 @@ async fn verify_refuses_clearly_when_the_pipeline_commits_during_it() -> Result<
         error.contains("committed") && error.contains("while the pipeline is stopped or idle"),
         "{error}"
     );
-    // Once the pipeline is idle, verify is clean.
+    // Once the pipeline is idle, verify is clean, also over old commits folded into one row.
     let report = verify(&case.toml).await?;
     ensure!(report.is_clean(), "{report}");
+    produce(&case.producer, &case.topic, &orders(60..90)).await?;
+    run_one_batch(&case.toml).await?;
+    let mut sink = weir::sink::SqlSink::connect(&config.sink).await?;
+    weir::sink::Sink::open(&mut sink).await?;
+    let removed = weir::sink::Sink::fold_commits(
+        &sink,
+        &config.pipeline.name,
+        weir::plan::BatchTime::from_millis(i64::MAX),
+    )
+    .await?;
+    ensure!(removed > 0, "nothing was folded");
+    let report = verify(&case.toml).await?;
+    ensure!(report.is_clean(), "after the fold: {report}");
     Ok(())
 }
