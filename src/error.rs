@@ -37,6 +37,18 @@ pub enum Error {
         source: rdkafka::error::KafkaError,
     },
 
+    /// The brokers refused weir's login, or the TLS handshake with them failed. librdkafka
+    /// would reconnect forever; trying again cannot help until the configuration changes.
+    #[error("kafka: {problem}: {reason}; {advice}")]
+    KafkaRefused {
+        /// What failed, e.g. `authentication failed`.
+        problem: String,
+        /// librdkafka's account, naming the broker (never a credential).
+        reason: String,
+        /// Which keys to check.
+        advice: String,
+    },
+
     /// A topic or partition the pipeline reads was deleted.
     #[error(
         "kafka: {what} no longer exists; a pipeline cannot continue without its input. Recreate it or remove it from `source.topics` and reset the checkpoint"

@@ -19,12 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tracing::{debug, warn};
+use tracing::{debug, error, info, warn};
 
 use super::config::{KafkaSourceConfig, StartingOffsets};
 use super::planner::Watermarks;
@@ -109,9 +111,125 @@ fn record_bytes(record: &Record) -> usize {
             .sum::<usize>()
 }
 
+/// The consumer, with weir's context.
+type SourceConsumer = StreamConsumer<SourceContext>;
+
+/// The consumer's context. librdkafka answers a refused login or a failed TLS handshake by
+/// logging it and reconnecting, forever: meanwhile every request just times out, as if the
+/// brokers were down. The context keeps the first refusal it sees in librdkafka's log, so that
+/// the source's calls fail with it, final, naming the keys to check.
+pub(crate) struct SourceContext {
+    refusal: std::sync::Mutex<Option<Refusal>>,
+    /// `sasl.password`, kept out of every log line and error.
+    password: Option<String>,
+}
+
+/// What the brokers refused, and what to check.
+struct Refusal {
+    problem: &'static str,
+    reason: String,
+    advice: &'static str,
+}
+
+impl SourceContext {
+    fn new(password: Option<String>) -> Self {
+        Self {
+            refusal: std::sync::Mutex::new(None),
+            password: password.filter(|p| !p.is_empty()),
+        }
+    }
+
+    /// The brokers' refusal, once there was one.
+    fn refusal(&self) -> Option<Error> {
+        let refusal = self
+            .refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        refusal.as_ref().map(|r| Error::KafkaRefused {
+            problem: r.problem.to_owned(),
+            reason: r.reason.clone(),
+            advice: r.advice.to_owned(),
+        })
+    }
+
+    fn redact(&self, text: &str) -> String {
+        match &self.password {
+            Some(password) => text.replace(password.as_str(), "[redacted]"),
+            None => text.to_owned(),
+        }
+    }
+}
+
+/// What a librdkafka error code says was refused: a login (SASL) or a TLS handshake, with
+/// the keys to check.
+fn refusal_of(code: RDKafkaErrorCode) -> Option<(&'static str, &'static str)> {
+    match code {
+        RDKafkaErrorCode::Authentication
+        | RDKafkaErrorCode::SaslAuthenticationFailed
+        | RDKafkaErrorCode::UnsupportedSASLMechanism
+        | RDKafkaErrorCode::IllegalSASLState => Some((
+            "authentication failed",
+            "check `source.properties.sasl.username` and `source.properties.sasl.password` (and `sasl.mechanisms`): the brokers refused them, and weir does not retry a refused login",
+        )),
+        RDKafkaErrorCode::SSL => Some((
+            "the TLS handshake failed",
+            "check `source.properties.ssl.ca.location`: it must name the CA certificate (PEM) that signed the brokers' certificates (and `security.protocol` must match the listener)",
+        )),
+        _ => None,
+    }
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let line = self.redact(log_message);
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => error!(target: "librdkafka", facility = fac, "{line}"),
+            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", facility = fac, "{line}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", facility = fac, "{line}");
+            }
+            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", facility = fac, "{line}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = self.redact(reason);
+        let Some((problem, advice)) = error.rdkafka_error_code().and_then(refusal_of) else {
+            warn!(message = "Kafka client error.", %error, %reason);
+            return;
+        };
+        let mut refusal = self
+            .refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refusal.is_none() {
+            error!(message = "Kafka refused the connection; stopping.", problem, %reason);
+            *refusal = Some(Refusal {
+                problem,
+                reason,
+                advice,
+            });
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+/// The error of a failed call on `consumer`: the brokers' refusal when there was one (the call
+/// itself saw only a timeout or a lost connection), else the call's own.
+fn call_error(consumer: &SourceConsumer, context: impl Into<String>, e: KafkaError) -> Error {
+    consumer
+        .context()
+        .refusal()
+        .unwrap_or_else(|| Error::kafka(context, e))
+}
+
 /// The direct Kafka source.
 pub struct KafkaSource {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<SourceConsumer>,
     config: KafkaSourceConfig,
     partitions: BTreeMap<TopicPartition, PartitionState>,
     /// True while a background request wakes librdkafka's fetchers (see
@@ -139,8 +257,9 @@ impl KafkaSource {
             // at offsets that exist, so long polls would gain nothing.
             client.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
         }
-        let consumer: StreamConsumer = client
-            .create()
+        let context = SourceContext::new(config.properties.get("sasl.password").cloned());
+        let consumer: SourceConsumer = client
+            .create_with_context(context)
             .map_err(|e| Error::kafka(format!("creating a consumer for {}", config.brokers), e))?;
         Ok(Self {
             consumer: Arc::new(consumer),
@@ -148,6 +267,20 @@ impl KafkaSource {
             partitions: BTreeMap::new(),
             waking: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// `result`, or when it failed and the brokers refused the consumer, their refusal: the
+    /// failed call itself saw only a timeout or a lost connection. librdkafka queues its errors
+    /// for the consumer's poll; while nothing is assigned no record can be taken by polling, so
+    /// the queue is drained here (the fetch loop polls it otherwise).
+    async fn or_refusal<T>(&self, result: Result<T>) -> Result<T> {
+        let Err(error) = result else {
+            return result;
+        };
+        if self.partitions.is_empty() {
+            while let Ok(Err(_)) = tokio::time::timeout(IDLE_CHECK, self.consumer.recv()).await {}
+        }
+        Err(self.consumer.context().refusal().unwrap_or(error))
     }
 
     /// Every partition of the configured topics, as the brokers see them now.
@@ -160,7 +293,7 @@ impl KafkaSource {
     pub async fn discover(&self) -> Result<BTreeSet<TopicPartition>> {
         let consumer = Arc::clone(&self.consumer);
         let topics = self.config.topics.clone();
-        run_blocking("a Kafka request", move || {
+        let result = run_blocking("a Kafka request", move || {
             let mut found = BTreeSet::new();
             for topic in &topics {
                 let metadata = consumer
@@ -183,7 +316,8 @@ impl KafkaSource {
             }
             Ok(found)
         })
-        .await
+        .await;
+        self.or_refusal(result).await
     }
 
     /// The log start and last stable offset of each partition.
@@ -200,7 +334,7 @@ impl KafkaSource {
     ) -> Result<BTreeMap<TopicPartition, Watermarks>> {
         let consumer = Arc::clone(&self.consumer);
         let partitions = partitions.clone();
-        run_blocking("a Kafka request", move || {
+        let result = run_blocking("a Kafka request", move || {
             partitions
                 .into_iter()
                 .map(|tp| {
@@ -217,7 +351,8 @@ impl KafkaSource {
                 })
                 .collect()
         })
-        .await
+        .await;
+        self.or_refusal(result).await
     }
 
     /// Where each partition starts on a pipeline's first run, by `starting_offsets` and the
@@ -259,7 +394,7 @@ impl KafkaSource {
     ) -> Result<BTreeMap<TopicPartition, i64>> {
         let consumer = Arc::clone(&self.consumer);
         let list = partition_list(partitions.iter().map(|tp| (tp, Offset::Invalid)))?;
-        run_blocking("a Kafka request", move || {
+        let result = run_blocking("a Kafka request", move || {
             let committed = consumer
                 .committed_offsets(list, REQUEST_TIMEOUT)
                 .map_err(|e| Error::kafka("reading the consumer group's committed offsets", e))?;
@@ -272,7 +407,8 @@ impl KafkaSource {
                 })
                 .collect())
         })
-        .await
+        .await;
+        self.or_refusal(result).await
     }
 
     /// Assigns exactly these partitions at these offsets, replacing any earlier assignment, and
@@ -390,13 +526,16 @@ impl KafkaSource {
                     ) {
                         return Err(self.lost_while_reading(&open, e).await);
                     }
-                    let error = Error::kafka("reading records", e);
+                    let error = call_error(&consumer, "reading records", e);
                     if !error.is_retryable() {
                         return Err(error);
                     }
                     warn!(message = "Kafka read failed; retrying.", %error);
                 }
                 Err(_elapsed) => {
+                    if let Some(refusal) = consumer.context().refusal() {
+                        return Err(refusal);
+                    }
                     self.finish_by_position(&mut open, &mut done)?;
                     waited += IDLE_CHECK;
                     if waited >= SLOW_WARNING && !open.is_empty() {

@@ -19,6 +19,7 @@ mod harness;
 mod pipeline_cross_check;
 mod pipeline_examples;
 mod pipeline_recreated;
+mod pipeline_secured;
 mod pipeline_sessions_killed;
 mod pipeline_support;
 mod pipeline_topics;
