@@ -778,3 +778,53 @@ fn partition_list<'a>(
     }
     Ok(list)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_login_or_handshake_is_kept_once_without_the_password() {
+        let context = SourceContext::new(Some("s3cret".into()));
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert!(
+            context.refusal().is_none(),
+            "a lost broker is not a refusal"
+        );
+
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "sasl_ssl://b:9094/bootstrap: SASL authentication error: bad s3cret",
+        );
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::SSL),
+            "sasl_ssl://b:9094/bootstrap: SSL handshake failed",
+        );
+        let error = context.refusal().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("authentication failed"), "{error}");
+        assert!(error.contains("source.properties.sasl.password"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        assert!(
+            !Error::KafkaRefused {
+                problem: String::new(),
+                reason: String::new(),
+                advice: String::new(),
+            }
+            .is_retryable()
+        );
+
+        let context = SourceContext::new(None);
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::SSL),
+            "SSL handshake failed",
+        );
+        let error = context.refusal().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            error.contains("TLS") && error.contains("ssl.ca.location"),
+            "{error}"
+        );
+    }
+}
