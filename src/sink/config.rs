@@ -435,15 +435,8 @@ impl SqlSinkConfig {
         validate_identifier("sink.table", &self.table)?;
         for (i, column) in self.columns.iter().enumerate() {
             validate_identifier(&format!("sink.columns[{i}].name"), &column.name)?;
-            let pointer = column.pointer();
-            if !(pointer.is_empty() || pointer.starts_with('/')) {
-                return Err(Error::config(
-                    format!("sink.columns[{i}].path"),
-                    format!(
-                        "{pointer:?} is not a JSON pointer; write it like \"/order/id\" (or \"\" for the whole value)"
-                    ),
-                ));
-            }
+            crate::sink::json::check_pointer(&column.pointer())
+                .map_err(|message| Error::config(format!("sink.columns[{i}].path"), message))?;
         }
         for (field, name) in self.metadata.columns() {
             validate_identifier(&format!("sink.metadata.{}", field.key_name()), name)?;
@@ -787,6 +780,23 @@ mod tests {
             toml::from_str::<SqlSinkConfig>("table = \"t\"\nincrements = [\"n\"]\n").is_err(),
             "unknown keys stay refused"
         );
+    }
+
+    #[test]
+    fn json_pointers_are_checked_at_load() {
+        let column = |path: &str| {
+            config(
+                "",
+                &format!("[[columns]]\nname = \"v\"\ntype = \"text\"\npath = {path:?}\n"),
+            )
+        };
+        for ok in ["", "/a~0b/~1c", "/items/0", "/items/10"] {
+            column(ok).validate().unwrap();
+        }
+        for bad in ["a", "/a~2", "/a~", "/items/01"] {
+            let e = error_of(&column(bad));
+            assert!(e.contains("sink.columns[1].path"), "{bad}: {e}");
+        }
     }
 
     #[test]
