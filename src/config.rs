@@ -654,6 +654,99 @@ mod tests {
         assert!(!e.contains("hunter"), "{e}");
     }
 
+    mod any_input {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The keys of `MINIMAL`, each with the line that sets it.
+        const KEYS: [(&str, &str); 7] = [
+            ("name = \"orders\"", "pipeline.name"),
+            ("batch_interval = \"1s\"", "pipeline.batch_interval"),
+            ("checkpoint_dir = \"/tmp/x\"", "pipeline.checkpoint_dir"),
+            ("brokers = \"127.0.0.1:9092\"", "source.brokers"),
+            ("topics = [\"orders\"]", "source.topics"),
+            ("table = \"orders\"", "sink.table"),
+            ("type = \"bigint\"", "sink.columns[0].type"),
+        ];
+
+        /// A TOML value that is not a string, nor an array of strings.
+        fn wrong_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>()
+                    .prop_filter("TOML floats", |f| f.is_finite())
+                    .prop_map(|f| format!("{f:?}")),
+                any::<bool>().prop_map(|b| b.to_string()),
+                Just("1979-05-27T07:32:00Z".to_owned()),
+                Just("{ a = 1 }".to_owned()),
+                prop::collection::vec(any::<i32>(), 1..3).prop_map(|v| format!("{v:?}")),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// A value of the wrong type under any key is refused naming that key (or, inside
+            /// an array, the item's key), never the value.
+            #[test]
+            fn a_wrong_type_names_its_key(which in 0..KEYS.len(), value in wrong_value()) {
+                let (line, key) = KEYS[which];
+                let name = line.split(" = ").next().unwrap();
+                let text = MINIMAL.replacen(line, &format!("{name} = {value}"), 1);
+                match PipelineConfig::from_toml_str(&text) {
+                    Err(Error::Config { key: named, .. }) => {
+                        prop_assert!(named.starts_with(key), "{} named {}", key, named);
+                    }
+                    other => prop_assert!(false, "{}: {:?}", text, other),
+                }
+            }
+
+            /// No text makes the parser panic: anything inserted anywhere in a good file, or a
+            /// file of TOML's own punctuation, loads or is refused with a configuration error.
+            #[test]
+            fn no_input_panics(
+                at in 0..MINIMAL.len(),
+                inserted in prop_oneof![
+                    any::<String>(),
+                    "[\\[\\]{}=\"'.,#\n a-z0-9_${}:-]{0,12}",
+                ],
+                noise in "[\\[\\]{}=\"'.,#\n a-z0-9_${}:-]{0,80}",
+            ) {
+                let at = (0..=at).rev().find(|&i| MINIMAL.is_char_boundary(i)).unwrap_or(0);
+                let text = format!("{}{inserted}{}", &MINIMAL[..at], &MINIMAL[at..]);
+                for text in [text.as_str(), noise.as_str()] {
+                    match PipelineConfig::from_toml_str_with_env(text, |_| Some("v".to_owned())) {
+                        Ok(_) | Err(Error::Config { .. }) => {}
+                        Err(other) => prop_assert!(false, "{}: {}", text, other),
+                    }
+                }
+            }
+
+            /// `${NAME}` gives the variable's value as it is (a `${` in it is not expanded
+            /// again), `$${` gives `${`, and text without `$` is left alone.
+            #[test]
+            fn references_expand_once_and_escapes_survive(
+                text in any::<String>(),
+                name in "[A-Za-z_][A-Za-z0-9_]{0,10}",
+                value in any::<String>(),
+            ) {
+                let lookup = |n: &str| (n == name).then(|| value.clone());
+                let expand = |t: &str| env::expand(t, "k", &lookup);
+                let plain: String = text.chars().filter(|&c| c != '$').collect();
+                prop_assert_eq!(expand(&plain).unwrap(), plain.clone());
+                let escaped = text.replace("${", "$${");
+                prop_assert_eq!(expand(&escaped).unwrap(), text.clone());
+                let reference = format!("{plain}${{{name}}}{escaped}");
+                prop_assert_eq!(expand(&reference).unwrap(), format!("{plain}{value}{text}"));
+                // Anything else is expanded or refused naming the key, never a panic.
+                if let Err(e) = expand(&text) {
+                    prop_assert!(e.to_string().starts_with("config key `k`"), "{}", e);
+                }
+            }
+        }
+    }
+
     #[test]
     fn file_is_named() {
         let e = Error::config("a.b", "bad")
