@@ -120,7 +120,8 @@ async fn weir_run_prints_no_password() -> Result<()> {
     let refused = run_with(&url, KAFKA_SECRETS.len())?;
     let text = printed(&refused);
     ensure!(!refused.status.success(), "{text}");
-    ensure!(text.contains("ssl.key.password"), "{text}");
+    // librdkafka names the first one it refuses, in no fixed order.
+    ensure!(text.contains("ssl.key"), "{text}");
     ensure!(
         text.matches("not supported in this build").count() == 1,
         "said once: {text}"
