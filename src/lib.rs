@@ -30,6 +30,7 @@ pub mod error;
 mod hash;
 pub mod plan;
 pub mod rate;
+pub(crate) mod redact;
 pub mod runtime;
 pub mod sink;
 pub mod source;

@@ -7,6 +7,8 @@
 
 mod blocking;
 mod job;
+#[cfg(test)]
+mod memory;
 mod pipeline;
 mod scheduler;
 pub mod shutdown;

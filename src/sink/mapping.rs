@@ -660,4 +660,118 @@ mod tests {
                 .contains("sink.columns[0].default")
         );
     }
+
+    mod any_record {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::sink::json::tests::json_text;
+
+        /// Every column type, read from the top level, from nested paths, from array items,
+        /// from the whole value and from the key.
+        fn mappers(mode: &str) -> Vec<RowMapper> {
+            let text = format!(
+                r#"{mode}
+table = "t"
+columns = [
+    {{ name = "id", type = "bigint" }},
+    {{ name = "i", type = "integer", path = "/v" }},
+    {{ name = "n", type = "numeric(12,2)", path = "/v/0" }},
+    {{ name = "m", type = "numeric", path = "/v/a" }},
+    {{ name = "d", type = "double", path = "/v/1" }},
+    {{ name = "b", type = "boolean", path = "/v/v" }},
+    {{ name = "s", type = "text", path = "/a~1b" }},
+    {{ name = "j", type = "json", path = "/v" }},
+    {{ name = "ts", type = "timestamptz", path = "/v/ts" }},
+    {{ name = "day", type = "date", path = "/m~0n" }},
+    {{ name = "raw", type = "bytes", path = "/v/2" }},
+    {{ name = "whole", type = "json", path = "" }},
+    {{ name = "req", type = "text", path = "/v/v", nullable = false }},
+]
+[metadata]
+key = "k"
+timestamp = "at"
+"#
+            );
+            let config: SqlSinkConfig = toml::from_str(&text).unwrap();
+            config.validate().unwrap();
+            [Dialect::Postgres, Dialect::MySql, Dialect::Sqlite]
+                .into_iter()
+                .map(|dialect| RowMapper::new(&config, dialect).unwrap())
+                .collect()
+        }
+
+        fn any_value() -> impl Strategy<Value = Option<Vec<u8>>> {
+            prop::option::weighted(
+                0.9,
+                prop_oneof![
+                    4 => json_text().prop_map(String::into_bytes),
+                    1 => prop::collection::vec(any::<u8>(), 0..20),
+                ],
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever the records hold, mapping never panics, and each record becomes a row
+            /// operation, a rejection with a reason, or nothing (a tombstone that deletes
+            /// nothing): none is lost.
+            #[test]
+            fn any_record_is_a_row_or_a_named_error(
+                records in prop::collection::vec(
+                    (
+                        prop::option::of(prop_oneof![
+                            json_text().prop_map(String::into_bytes),
+                            prop::collection::vec(any::<u8>(), 0..8),
+                        ]),
+                        any_value(),
+                        prop::option::of(any::<i64>()),
+                    ),
+                    1..8,
+                ),
+                mode in prop_oneof![
+                    Just(""),
+                    Just("mode = \"upsert\"\nkey = [\"id\"]"),
+                    Just("mode = \"upsert\"\nkey = [\"id\"]\nkey_source = \"record_key\""),
+                    Just("mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"i\"]"),
+                ],
+            ) {
+                let records: Vec<Record> = records
+                    .into_iter()
+                    .zip(0..)
+                    .map(|((key, value, timestamp), offset)| Record {
+                        offset,
+                        timestamp,
+                        key,
+                        value,
+                        headers: Vec::new(),
+                    })
+                    .collect();
+                let input = batch(records);
+                for mapper in mappers(mode) {
+                    let mapped = mapper.map(&input);
+                    let accounted = mapped.ops.len() + mapped.rejected.len();
+                    let ignored = usize::try_from(mapped.ignored).unwrap();
+                    if mode.contains("upsert") {
+                        // The last write per key wins: earlier ones are folded, never lost
+                        // unaccounted.
+                        prop_assert!(accounted + ignored <= input[0].records.len());
+                    } else {
+                        prop_assert_eq!(accounted + ignored, input[0].records.len());
+                    }
+                    let width = mapper.table_columns().len();
+                    for (op, _) in &mapped.ops {
+                        match op {
+                            Op::Write(values) => prop_assert_eq!(values.len(), width),
+                            Op::Delete(key) => prop_assert_eq!(key.len(), mapper.key().len()),
+                        }
+                    }
+                    for rejected in &mapped.rejected {
+                        prop_assert!(!rejected.reason.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -402,7 +402,10 @@ impl TableWriter {
                 Err(e) if is_record_fault(dialect, &e) => {
                     savepoint(tx, "ROLLBACK TO SAVEPOINT weir_row", key).await?;
                     savepoint(tx, "RELEASE SAVEPOINT weir_row", key).await?;
-                    let reason = format!("the database refused the row: {e}");
+                    let reason = format!(
+                        "the database refused the row: {}",
+                        crate::error::database_message(&e)
+                    );
                     self.reject(*origin, &reason, counts, rejected)?;
                 }
                 Err(e) => {
