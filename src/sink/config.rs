@@ -118,7 +118,7 @@ pub struct SqlSinkConfig {
     /// partition are folded into one row covering their ranges, so the table stops growing while
     /// `weir verify` and the contiguity check lose nothing; only a replay of a batch that old
     /// would no longer be recognised, and the contiguity check refuses it. Default 7 days.
-    #[serde(default = "default_commit_retention", with = "crate::config::duration")]
+    #[serde(default = "default_commit_retention", with = "crate::duration")]
     pub commit_retention: std::time::Duration,
 }
 

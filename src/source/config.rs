@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::duration;
+use crate::duration;
 use crate::error::{Error, Result};
 use crate::plan::TopicPartition;
 use crate::rate::RateConfig;
