@@ -14,7 +14,7 @@ use sqlx::sqlite::{
     SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::types::Json;
-use sqlx::{Arguments, AssertSqlSafe, FromRow, Transaction};
+use sqlx::{Arguments, AssertSqlSafe, Executor, FromRow, Transaction};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -25,6 +25,10 @@ use crate::sink::config::redact;
 use crate::sink::dialect::Dialect;
 use crate::sink::types::ColumnType;
 use crate::sink::value::SqlValue;
+
+/// Set on every MySQL connection: a value the column cannot hold is an error, not a silent
+/// truncation or zero date, whatever the server's default `sql_mode`.
+const MYSQL_SESSION: &str = "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')";
 
 /// A pool of connections to the sink database.
 #[derive(Debug, Clone)]
@@ -111,6 +115,9 @@ impl SinkPool {
                     MySqlPoolOptions::new()
                         .max_connections(size)
                         .acquire_timeout(acquire_timeout)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move { conn.execute(MYSQL_SESSION).await.map(drop) })
+                        })
                         .connect_lazy_with(options),
                 )
             }
@@ -295,7 +302,9 @@ fn mysql_arguments(params: &[SqlValue]) -> Result<MySqlArguments, sqlx::Error> {
         match value {
             SqlValue::Null(_) => args.add(None::<&str>),
             SqlValue::Numeric(d) => args.add(*d),
-            SqlValue::Timestamptz(t) => args.add(*t),
+            // As DATETIME: sqlx sends a DateTime as a TIMESTAMP, which MariaDB turns into NULL
+            // outside 1970–2038 even in a DATETIME column. The session's time zone is UTC.
+            SqlValue::Timestamptz(t) => args.add(t.naive_utc()),
             other => add_common(&mut args, other),
         }
         .map_err(encode_error)?;

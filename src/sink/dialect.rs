@@ -334,7 +334,8 @@ impl TableSql {
     }
 
     /// `CREATE TABLE IF NOT EXISTS` from the declared columns, keyed by the key columns.
-    pub(crate) fn create_table(&self) -> String {
+    /// `text_collation` is MySQL's collation of text columns (see [`MYSQL_BYTE_COLLATIONS`]).
+    pub(crate) fn create_table(&self, text_collation: &str) -> String {
         let mut parts: Vec<String> = self
             .columns
             .iter()
@@ -346,8 +347,12 @@ impl TableSql {
                 } else {
                     " NOT NULL"
                 };
+                let collate = match (self.dialect, c.column_type) {
+                    (Dialect::MySql, ColumnType::Text) => format!(" COLLATE {text_collation}"),
+                    _ => String::new(),
+                };
                 format!(
-                    "{} {}{null}",
+                    "{} {}{collate}{null}",
                     self.dialect.quote(&c.name),
                     c.column_type.sql_type(self.dialect, in_key)
                 )
@@ -357,14 +362,29 @@ impl TableSql {
             parts.push(format!("PRIMARY KEY ({})", self.key_list()));
         }
         let suffix = match self.dialect {
-            Dialect::MySql => " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-            Dialect::Postgres | Dialect::Sqlite => "",
+            Dialect::MySql => {
+                format!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={text_collation}")
+            }
+            Dialect::Postgres | Dialect::Sqlite => String::new(),
         };
         format!(
             "CREATE TABLE IF NOT EXISTS {} ({}){suffix}",
             self.table,
             parts.join(", ")
         )
+    }
+}
+
+/// The utf8mb4 collations that compare text byte for byte, by preference: MariaDB's, then
+/// MySQL 8's. `utf8mb4_bin` is not one: it is PAD SPACE, so `"a"` and `"a "` are one key.
+pub(crate) const MYSQL_BYTE_COLLATIONS: [&str; 2] = ["utf8mb4_nopad_bin", "utf8mb4_0900_bin"];
+
+/// Whether a MySQL column with this collation (`None`: a binary or non-text column) compares
+/// keys byte for byte: binary, and NO PAD.
+pub(crate) fn mysql_compares_bytes(collation: Option<&str>) -> bool {
+    match collation {
+        None => true,
+        Some(c) => c == "binary" || c.ends_with("_nopad_bin") || c == "utf8mb4_0900_bin",
     }
 }
 
@@ -442,9 +462,12 @@ mod tests {
             my.insert(1),
             "INSERT INTO `s`.`t` (`id`, `order`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `order` = VALUES(`order`)"
         );
-        assert!(my.create_table().contains(
-            "`id` BIGINT NOT NULL, `order` LONGTEXT COLLATE utf8mb4_bin, PRIMARY KEY (`id`)"
+        assert!(my.create_table("utf8mb4_nopad_bin").contains(
+            "`id` BIGINT NOT NULL, `order` LONGTEXT COLLATE utf8mb4_nopad_bin, PRIMARY KEY (`id`)"
         ));
+        assert!(mysql_compares_bytes(Some("utf8mb4_0900_bin")));
+        assert!(!mysql_compares_bytes(Some("utf8mb4_bin")));
+        assert!(!mysql_compares_bytes(Some("utf8mb4_unicode_ci")));
         let lite = table(Dialect::Sqlite, Conflict::None);
         assert_eq!(
             lite.insert(1),

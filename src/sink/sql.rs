@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 use crate::plan::{BatchTime, OffsetRange, TopicPartition};
 use crate::sink::config::{SqlSinkConfig, WriteMode, redact};
 use crate::sink::conn::SinkPool;
-use crate::sink::dialect::{Conflict, Dialect, TableSql};
+use crate::sink::dialect::{
+    Conflict, Dialect, MYSQL_BYTE_COLLATIONS, TableSql, mysql_compares_bytes,
+};
 use crate::sink::mapping::RowMapper;
 use crate::sink::protocol::TableWriter;
 use crate::sink::retry::{RetryPolicy, with_retries};
@@ -133,7 +135,12 @@ impl SqlSink {
     /// Checks that the table exists with every configured column and, for upserts and
     /// increments on MySQL (where a missing unique key would silently append), a unique key on
     /// the key columns.
-    async fn validate_table(&self, pool: &SinkPool, table: &TableSql) -> Result<()> {
+    async fn validate_table(
+        &self,
+        pool: &SinkPool,
+        table: &TableSql,
+        text_collation: &str,
+    ) -> Result<()> {
         let name = SqlValue::Text(self.config.table.clone());
         let schema = self.config.schema.clone().map_or(
             SqlValue::Null(crate::sink::ColumnType::Text),
@@ -189,6 +196,10 @@ impl SqlSink {
                 ));
             }
         }
+        if self.dialect == Dialect::MySql {
+            self.check_mysql_columns(pool, table, text_collation)
+                .await?;
+        }
         if self.dialect == Dialect::MySql && self.config.mode.is_keyed() {
             let unique: Vec<(String, String)> = pool
                 .fetch_all(
@@ -223,6 +234,75 @@ impl SqlSink {
         }
         Ok(())
     }
+
+    /// MySQL only: refuses text key columns that do not compare byte for byte (rows whose keys
+    /// differ only in trailing spaces or letter case would merge), and warns about instants
+    /// kept in a TIMESTAMP column (1970 to 2038 only).
+    async fn check_mysql_columns(
+        &self,
+        pool: &SinkPool,
+        table: &TableSql,
+        text_collation: &str,
+    ) -> Result<()> {
+        let schema = self.config.schema.clone().map_or(
+            SqlValue::Null(crate::sink::ColumnType::Text),
+            SqlValue::Text,
+        );
+        let found: Vec<(String, String, Option<String>)> = pool
+            .fetch_all(
+                "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), CAST(collation_name AS CHAR) FROM information_schema.columns WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?".to_owned(),
+                &[schema, SqlValue::Text(self.config.table.clone())],
+            )
+            .await
+            .map_err(|e| Error::database(format!("reading the columns of table {}", table.table), e))?;
+        let key = self.config.key_columns();
+        for (name, data_type, collation) in &found {
+            let configured = table
+                .columns
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(name));
+            if key.iter().any(|k| k.eq_ignore_ascii_case(name))
+                && !mysql_compares_bytes(collation.as_deref())
+            {
+                return Err(Error::config(
+                    "sink.key",
+                    format!(
+                        "key column {name} of table {} has collation {}, which takes keys that differ only in trailing spaces or letter case for one, so their rows would merge; make it compare bytes: ALTER TABLE {} MODIFY `{name}` VARCHAR(255) COLLATE {text_collation} NOT NULL",
+                        table.table,
+                        collation.as_deref().unwrap_or_default(),
+                        table.table
+                    ),
+                ));
+            }
+            if configured.is_some_and(|c| c.column_type == crate::sink::ColumnType::Timestamptz)
+                && data_type.eq_ignore_ascii_case("timestamp")
+            {
+                tracing::warn!(
+                    table = %table.table,
+                    column = %name,
+                    "Column is a TIMESTAMP, which holds instants from 1970 to 2038 only; others are refused under on_error. Change it to DATETIME(6) to hold years 1000 to 9999."
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The collation text columns of new MySQL tables get: the first of
+/// [`MYSQL_BYTE_COLLATIONS`] the server has, else `utf8mb4_bin` (then a text key is refused by
+/// the check of the table's columns).
+async fn mysql_text_collation(pool: &SinkPool) -> Result<&'static str> {
+    let found: Vec<(String,)> = pool
+        .fetch_all(
+            "SELECT CAST(collation_name AS CHAR) FROM information_schema.collations WHERE collation_name IN (?, ?)".to_owned(),
+            &MYSQL_BYTE_COLLATIONS.map(|c| SqlValue::Text(c.to_owned())),
+        )
+        .await
+        .map_err(|e| Error::database("reading the server's collations", e))?;
+    Ok(MYSQL_BYTE_COLLATIONS
+        .into_iter()
+        .find(|c| found.iter().any(|(f,)| f.eq_ignore_ascii_case(c)))
+        .unwrap_or("utf8mb4_bin"))
 }
 
 impl Sink for SqlSink {
@@ -240,12 +320,16 @@ impl Sink for SqlSink {
             ),
         })?;
         let table = self.table_sql();
+        let text_collation = match self.dialect {
+            Dialect::MySql => mysql_text_collation(&pool).await?,
+            Dialect::Postgres | Dialect::Sqlite => "",
+        };
         if self.config.create_table {
-            pool.execute(table.create_table(), &[])
+            pool.execute(table.create_table(text_collation), &[])
                 .await
                 .map_err(|e| Error::database(format!("creating table {}", table.table), e))?;
         }
-        self.validate_table(&pool, &table).await?;
+        self.validate_table(&pool, &table, text_collation).await?;
         let max_packet_bytes = if self.dialect == Dialect::MySql {
             let (packet,): (i64,) = pool
                 .fetch_optional(
