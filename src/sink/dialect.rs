@@ -218,8 +218,6 @@ impl TableSql {
                     format!(" ON CONFLICT ({}) DO NOTHING", self.key_list())
                 } else {
                     // SQLite reads a bare column name in DO UPDATE as the existing row's.
-                    // (SQLite turns a 64-bit overflow of the sum into a float, where the
-                    // others refuse the row.)
                     let current = match self.dialect {
                         Dialect::Postgres => format!("{TARGET_ALIAS}."),
                         Dialect::MySql | Dialect::Sqlite => String::new(),
@@ -227,7 +225,17 @@ impl TableSql {
                     let sets: Vec<String> = non_key
                         .iter()
                         .map(|&i| {
-                            if added.contains(&i) {
+                            let integer = matches!(
+                                self.columns[i].column_type,
+                                ColumnType::BigInt | ColumnType::Integer
+                            );
+                            if added.contains(&i) && self.dialect == Dialect::Sqlite && integer {
+                                format!(
+                                    "{0} = {1}",
+                                    q(i),
+                                    sqlite_checked_sum(&q(i), self.columns[i].column_type)
+                                )
+                            } else if added.contains(&i) {
                                 format!("{0} = {current}{0} + excluded.{0}", q(i))
                             } else {
                                 format!("{0} = excluded.{0}", q(i))
@@ -388,6 +396,21 @@ pub(crate) fn mysql_compares_bytes(collation: Option<&str>) -> bool {
     }
 }
 
+/// SQLite's `existing + excluded` of an integer column, refused as PostgreSQL and MySQL refuse
+/// it when the total overflows: SQLite's `+` would turn a 64-bit overflow into a float, and
+/// it bounds no 32-bit column. Past the bounds, a sum that overflows raises SQLite's own
+/// "integer overflow" error (the record's fault, see `protocol::is_record_fault`).
+fn sqlite_checked_sum(column: &str, column_type: ColumnType) -> String {
+    let bounds = match column_type {
+        ColumnType::Integer => format!(" AND \"weir$sum\" BETWEEN {} AND {}", i32::MIN, i32::MAX),
+        _ => String::new(),
+    };
+    format!(
+        "(SELECT CASE WHEN \"weir$sum\" IS NULL OR (typeof(\"weir$sum\") = 'integer'{bounds}) THEN \"weir$sum\" ELSE (SELECT sum(\"weir$x\") FROM (SELECT {} AS \"weir$x\" UNION ALL SELECT 1)) END FROM (SELECT {column} + excluded.{column} AS \"weir$sum\"))",
+        i64::MAX
+    )
+}
+
 /// The PostgreSQL staging table of upserts and increments (temporary, one per transaction).
 pub(crate) const STAGE_TABLE: &str = "\"weir_stage\"";
 
@@ -487,7 +510,7 @@ mod tests {
         );
         assert_eq!(
             counts(Dialect::Sqlite).insert(1),
-            "INSERT INTO \"c\" (\"id\", \"word\", \"count\") VALUES (?, ?, ?) ON CONFLICT (\"id\") DO UPDATE SET \"word\" = excluded.\"word\", \"count\" = \"count\" + excluded.\"count\""
+            "INSERT INTO \"c\" (\"id\", \"word\", \"count\") VALUES (?, ?, ?) ON CONFLICT (\"id\") DO UPDATE SET \"word\" = excluded.\"word\", \"count\" = (SELECT CASE WHEN \"weir$sum\" IS NULL OR (typeof(\"weir$sum\") = 'integer') THEN \"weir$sum\" ELSE (SELECT sum(\"weir$x\") FROM (SELECT 9223372036854775807 AS \"weir$x\" UNION ALL SELECT 1)) END FROM (SELECT \"count\" + excluded.\"count\" AS \"weir$sum\"))"
         );
         let pg = counts(Dialect::Postgres);
         assert!(pg.stages());
