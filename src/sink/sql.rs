@@ -200,39 +200,78 @@ impl SqlSink {
             self.check_mysql_columns(pool, table, text_collation)
                 .await?;
         }
-        if self.dialect == Dialect::MySql && self.config.mode.is_keyed() {
-            let unique: Vec<(String, String)> = pool
-                .fetch_all(
-                    "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.statistics WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0".to_owned(),
-                    &[schema, name],
-                )
-                .await
-                .map_err(|e| Error::database(format!("reading the unique keys of {}", table.table), e))?;
-            let mut indexes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for (index, column) in unique {
-                indexes
-                    .entry(index)
-                    .or_default()
-                    .insert(column.to_ascii_lowercase());
-            }
-            let key: BTreeSet<String> = self
-                .config
-                .key_columns()
-                .iter()
-                .map(|k| k.to_ascii_lowercase())
-                .collect();
-            if !indexes.values().any(|columns| *columns == key) {
-                return Err(Error::config(
-                    "sink.key",
-                    format!(
-                        "table {} has no primary or unique key on exactly {key:?}; without one an {} would append",
-                        table.table,
-                        self.config.mode.name()
-                    ),
-                ));
-            }
+        if self.config.mode.is_keyed() {
+            self.check_unique_key(pool, table, schema, name).await?;
         }
         Ok(())
+    }
+
+    /// Checks that the table has a primary key or unique index on exactly the key columns:
+    /// without one, MySQL would append and the others refuse every write.
+    async fn check_unique_key(
+        &self,
+        pool: &SinkPool,
+        table: &TableSql,
+        schema: SqlValue,
+        name: SqlValue,
+    ) -> Result<()> {
+        let (sql, params) = match self.dialect {
+            Dialect::MySql => (
+                "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.statistics WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0",
+                vec![schema, name],
+            ),
+            // What ON CONFLICT can infer: unique, immediate, without predicate or expression.
+            Dialect::Postgres => (
+                "SELECT ic.relname::text, a.attname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) WHERE n.nspname = COALESCE($1, current_schema()) AND c.relname = $2 AND i.indisunique AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL",
+                vec![schema, name],
+            ),
+            // The primary key (which may be the rowid, with no index) and unique indexes.
+            Dialect::Sqlite => (
+                "SELECT '', name FROM pragma_table_info(?) WHERE pk > 0 UNION ALL SELECT il.name, COALESCE(ii.name, '') FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii WHERE il.\"unique\" = 1 AND il.partial = 0",
+                vec![name.clone(), name],
+            ),
+        };
+        let unique: Vec<(String, String)> =
+            pool.fetch_all(sql.to_owned(), &params).await.map_err(|e| {
+                Error::database(format!("reading the unique keys of {}", table.table), e)
+            })?;
+        let mut indexes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (index, column) in unique {
+            indexes
+                .entry(index)
+                .or_default()
+                .insert(column.to_ascii_lowercase());
+        }
+        let key: BTreeSet<String> = self
+            .config
+            .key_columns()
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect();
+        if indexes.values().any(|columns| *columns == key) {
+            return Ok(());
+        }
+        let effect = match self.dialect {
+            Dialect::MySql => "would append",
+            Dialect::Postgres | Dialect::Sqlite => "cannot write",
+        };
+        let columns: Vec<String> = table
+            .key
+            .iter()
+            .map(|&i| self.dialect.quote(&table.columns[i].name))
+            .collect();
+        Err(Error::config(
+            "sink.key",
+            format!(
+                "table {} has no primary key or unique index on exactly {key:?}, so an {} {effect} (was it created for append mode?); add one: CREATE UNIQUE INDEX {} ON {} ({}), or change sink.key to the table's key",
+                table.table,
+                self.config.mode.name(),
+                self.dialect
+                    .quote(&format!("{}_weir_key", self.config.table)),
+                table.table,
+                columns.join(", ")
+            ),
+        ))
     }
 
     /// MySQL only: refuses text key columns that do not compare byte for byte (rows whose keys

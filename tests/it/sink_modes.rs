@@ -237,3 +237,76 @@ type = "bigint"
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn sink_upsert_on_a_table_without_its_key_is_refused_at_start_up() -> Result<()> {
+    let columns = "[[columns]]\nname = \"id\"\ntype = \"bigint\"\n[[columns]]\nname = \"body\"\ntype = \"text\"\n";
+    for db in every_db().await? {
+        let name = db.name();
+        // Made by an append pipeline without a key: no primary key.
+        let append = db
+            .sink(&format!(
+                "table = \"events\"\ncreate_table = true\n{columns}"
+            ))
+            .await?;
+        let value = r#"{"id":1,"body":"x"}"#;
+        write(
+            &append,
+            1_000,
+            &crate::sink_support::batch(0, &[Some(value)]),
+        )
+        .await?;
+        for mode in ["upsert", "increment"] {
+            let (increment, extra) = if mode == "increment" {
+                (
+                    "increment = [\"n\"]\n",
+                    "[[columns]]\nname = \"n\"\ntype = \"bigint\"\n",
+                )
+            } else {
+                ("", "")
+            };
+            let keyed = format!(
+                "table = \"events\"\ncreate_table = true\nmode = \"{mode}\"\nkey = [\"id\"]\n{increment}{columns}{extra}"
+            );
+            if mode == "increment" {
+                // The column exists; only the key is missing.
+                let add = "ALTER TABLE events ADD COLUMN n BIGINT";
+                match &db {
+                    TestDb::Postgres(d) => sqlx::query(add).execute(&d.pool).await.map(drop)?,
+                    TestDb::MySql(d) => sqlx::query(add).execute(&d.pool).await.map(drop)?,
+                    TestDb::Sqlite(_, pool) => sqlx::query(add).execute(pool).await.map(drop)?,
+                }
+            }
+            let err = match db.sink(&keyed).await {
+                Ok(_) => anyhow::bail!("{name} {mode}: a keyless table was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains("sink.key") && err.contains("events") && err.contains("UNIQUE INDEX"),
+                "{name} {mode}: {err}"
+            );
+        }
+        // With the index the error asks for, the keyed sink starts and upserts.
+        let index = "CREATE UNIQUE INDEX events_weir_key ON events (id)";
+        match &db {
+            TestDb::Postgres(d) => sqlx::query(index).execute(&d.pool).await.map(drop)?,
+            TestDb::MySql(d) => sqlx::query(index).execute(&d.pool).await.map(drop)?,
+            TestDb::Sqlite(_, pool) => sqlx::query(index).execute(pool).await.map(drop)?,
+        }
+        let upsert = db
+            .sink(&format!(
+                "table = \"events\"\nmode = \"upsert\"\nkey = [\"id\"]\n{columns}"
+            ))
+            .await?;
+        let value = r#"{"id":1,"body":"y"}"#;
+        write(
+            &upsert,
+            2_000,
+            &crate::sink_support::batch(1, &[Some(value)]),
+        )
+        .await?;
+        let rows: Vec<(i64, String)> = db.fetch("SELECT id, body FROM events").await?;
+        assert_eq!(rows, [(1, "y".to_owned())], "{name}");
+    }
+    Ok(())
+}
