@@ -349,25 +349,16 @@ impl Sink for SqlSink {
     /// the table against the configuration.
     async fn open(&mut self) -> Result<()> {
         let pool = SinkPool::connect_lazy(&self.config.url, self.dialect, self.config.pool_size)?;
-        pool.migrate().await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => {
-                Error::database("applying the bookkeeping migrations (weir_commits, weir_offsets, weir_dead_letters)", e)
-            }
-            other => Error::database(
-                "applying the bookkeeping migrations (weir_commits, weir_offsets, weir_dead_letters)",
-                sqlx::Error::Migrate(Box::new(other)),
-            ),
-        })?;
         let table = self.table_sql();
         let text_collation = match self.dialect {
             Dialect::MySql => mysql_text_collation(&pool).await?,
             Dialect::Postgres | Dialect::Sqlite => "",
         };
-        if self.config.create_table {
-            pool.execute(table.create_table(text_collation), &[])
-                .await
-                .map_err(|e| Error::database(format!("creating table {}", table.table), e))?;
-        }
+        let create = self
+            .config
+            .create_table
+            .then(|| (table.create_table(text_collation), table.table.as_str()));
+        pool.set_up(create).await?;
         self.validate_table(&pool, &table, text_collation).await?;
         let max_packet_bytes = if self.dialect == Dialect::MySql {
             let (packet,): (i64,) = pool
