@@ -94,7 +94,10 @@ pub struct SqlSinkConfig {
     /// What happens to a record that cannot be written.
     #[serde(default)]
     pub on_error: OnError,
-    /// Create the table from `columns` (and the metadata columns) if it does not exist.
+    /// Create the table from `columns` (and the metadata columns) if it does not exist. On
+    /// MySQL/MariaDB, text columns compare byte for byte (`utf8mb4_nopad_bin` on MariaDB,
+    /// `utf8mb4_0900_bin` on MySQL 8) and instants are `DATETIME(6)` in UTC (years 1000 to 9999;
+    /// others are refused under `on_error`).
     #[serde(default)]
     pub create_table: bool,
     /// The table's columns filled from each record.

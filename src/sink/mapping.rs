@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use chrono::Datelike;
+
 use crate::error::{Error, Result};
 use crate::plan::TopicPartition;
 use crate::sink::config::{KeySource, MetadataField, SqlSinkConfig, WriteMode};
@@ -96,6 +98,9 @@ pub(crate) struct RowMapper {
     deletes: bool,
     /// PostgreSQL text cannot hold NUL characters.
     rejects_nul: bool,
+    /// The years a date or instant may have: MySQL's DATETIME and DATE hold 1000 to 9999, and
+    /// MariaDB stores a year beyond them as NULL or 0000-00-00 instead of refusing it.
+    years: Option<std::ops::RangeInclusive<i32>>,
     /// Whether any column reads the value as JSON (otherwise the value may be any bytes).
     parses_value: bool,
 }
@@ -164,6 +169,7 @@ impl RowMapper {
             last_write_wins: config.mode == WriteMode::Upsert,
             deletes: config.deletes_on_tombstone(),
             rejects_nul: dialect == Dialect::Postgres,
+            years: (dialect == Dialect::MySql).then_some(1000..=9999),
             parses_value,
         })
     }
@@ -362,7 +368,7 @@ impl RowMapper {
             leaf => from_leaf(leaf, column.column_type)
                 .map_err(|e| format!("{what} field {}: {e}", display_pointer(&column.pointer)))?,
         };
-        self.check_text(&value, &column.name)?;
+        self.check_value(&value, &column.name)?;
         Ok(value)
     }
 
@@ -376,7 +382,7 @@ impl RowMapper {
                     .to_owned(),
             ),
         };
-        self.check_text(&v, &column.name)?;
+        self.check_value(&v, &column.name)?;
         Ok(v)
     }
 
@@ -402,17 +408,39 @@ impl RowMapper {
                 None => SqlValue::Null(ColumnType::Text),
             },
         };
-        self.check_text(&value, "key")?;
+        self.check_value(&value, "key")?;
         Ok(value)
     }
 
-    fn check_text(&self, value: &SqlValue, column: &str) -> Result<(), String> {
+    /// Refuses what the database would store changed: NUL in PostgreSQL text, years MySQL
+    /// cannot hold.
+    fn check_value(&self, value: &SqlValue, column: &str) -> Result<(), String> {
         if let SqlValue::Text(s) = value
             && self.rejects_nul
             && s.contains('\0')
         {
             return Err(format!(
                 "column {column}: text contains a NUL character, which PostgreSQL cannot store (use a bytes column)"
+            ));
+        }
+        let year = match value {
+            SqlValue::Timestamptz(t) => t.year(),
+            SqlValue::Date(d) => d.year(),
+            _ => return Ok(()),
+        };
+        if let Some(years) = &self.years
+            && !years.contains(&year)
+        {
+            return Err(format!(
+                "column {column}: {} is outside the years {} to {} that MySQL and MariaDB DATETIME and DATE columns hold",
+                match value {
+                    SqlValue::Timestamptz(t) =>
+                        t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    SqlValue::Date(d) => d.to_string(),
+                    _ => String::new(),
+                },
+                years.start(),
+                years.end()
             ));
         }
         Ok(())

@@ -563,10 +563,13 @@ pub(crate) fn is_record_fault(dialect: Dialect, e: &sqlx::Error) -> bool {
                             | 4025
                     )
                 }),
-                // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE.
-                Dialect::Sqlite => code
-                    .parse::<i32>()
-                    .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25)),
+                // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE; and an
+                // increment's total that overflows (see `dialect::sqlite_checked_sum`).
+                Dialect::Sqlite => {
+                    code.parse::<i32>()
+                        .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
+                        || (code == "1" && db.message() == "integer overflow")
+                }
                 // Data exceptions and integrity constraint violations.
                 Dialect::Postgres => code.starts_with("22") || code.starts_with("23"),
             }

@@ -171,3 +171,26 @@ async fn sink_old_commits_fold_into_one_row_and_a_replay_of_them_is_refused() ->
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_pipelines_starting_at_once_on_a_fresh_database_all_start() -> Result<()> {
+    const SINKS: usize = 4;
+    const ROUNDS: usize = 3;
+    let config = format!(
+        "table = \"events\"\nmode = \"upsert\"\nkey = [\"id\"]\ncreate_table = true\n{ID_BODY_COLUMNS}"
+    );
+    let mut failures = Vec::new();
+    for round in 0..ROUNDS {
+        // A fresh database each round: the bookkeeping tables and the table do not exist yet.
+        for db in every_db().await? {
+            let opened = futures::future::join_all((0..SINKS).map(|_| db.sink(&config))).await;
+            for (i, sink) in opened.into_iter().enumerate() {
+                if let Err(e) = sink {
+                    failures.push(format!("{} round {round} sink {i}: {e:#}", db.name()));
+                }
+            }
+        }
+    }
+    anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
