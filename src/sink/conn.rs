@@ -203,20 +203,19 @@ impl SinkPool {
                 conn.close().await.map_err(lock)
             }
             Self::Sqlite(p) => {
-                // The write lock of an IMMEDIATE transaction, which other processes wait for
-                // (a pooled connection: a dropped transaction is rolled back).
-                let mut tx = p.begin_with("BEGIN IMMEDIATE").await.map_err(lock)?;
-                let migrator = sqlx::migrate!("migrations/sqlite");
-                migrator
-                    .run_direct(None, &mut *tx, false)
-                    .await
-                    .map_err(migrate_error)?;
-                if let Some((sql, table)) = create_table {
-                    tx.execute(AssertSqlSafe(sql))
-                        .await
-                        .map_err(creating(table))?;
+                // Connections opening a fresh file at once (switching it to WAL) can be told
+                // "database is locked" without waiting for the busy timeout: try again.
+                let mut waited = Duration::ZERO;
+                loop {
+                    match set_up_sqlite(p, create_table.as_ref()).await {
+                        Err(error) if error.is_retryable() && waited < SQLITE_SET_UP_PATIENCE => {
+                            let wait = crate::sink::retry::jitter(Duration::from_millis(200));
+                            tokio::time::sleep(wait).await;
+                            waited += wait;
+                        }
+                        done => return done,
+                    }
                 }
-                tx.commit().await.map_err(lock)
             }
         }
     }
@@ -267,6 +266,27 @@ impl SinkPool {
             Self::Sqlite(p) => p.close().await,
         }
     }
+}
+
+/// How long a SQLite set-up waits for other processes setting up the same file.
+const SQLITE_SET_UP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// [`SinkPool::set_up`] on SQLite: under the write lock of an IMMEDIATE transaction, which other
+/// processes wait for (a pooled connection: a dropped transaction is rolled back).
+async fn set_up_sqlite(p: &sqlx::SqlitePool, create_table: Option<&(String, &str)>) -> Result<()> {
+    let lock = |e| Error::database("locking the database to set up weir's tables", e);
+    let mut tx = p.begin_with("BEGIN IMMEDIATE").await.map_err(lock)?;
+    let migrator = sqlx::migrate!("migrations/sqlite");
+    migrator
+        .run_direct(None, &mut *tx, false)
+        .await
+        .map_err(migrate_error)?;
+    if let Some((sql, table)) = create_table {
+        tx.execute(AssertSqlSafe(sql.clone()))
+            .await
+            .map_err(creating(table))?;
+    }
+    tx.commit().await.map_err(lock)
 }
 
 impl SinkTx {

@@ -194,3 +194,36 @@ async fn sink_pipelines_starting_at_once_on_a_fresh_database_all_start() -> Resu
     anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
 }
+
+/// The first commit of a Kafka partition under a source-aligned output partition id is refused
+/// when the sink already holds commits of that topic-partition under another such id: the ids
+/// changed, and accepting any start could write committed ranges twice under new keys.
+#[tokio::test]
+async fn sink_first_commit_under_a_changed_output_partition_id_is_refused() -> Result<()> {
+    use weir::plan::{BatchTime, TopicPartition};
+    use weir::sink::{CommitKey, source_partition_id};
+    for db in every_db().await? {
+        let sink = db.sink(&append()).await?;
+        let tp = TopicPartition::new(crate::sink_support::TOPIC, 0);
+        let id = source_partition_id(&tp);
+        let input = batch(0, &[Some(r#"{"id":1,"body":"a"}"#)]);
+        let key = |t: i64, id: i64| CommitKey::new("p", BatchTime::from_millis(t), id);
+        sink.write(&key(1_000, id), &[range(0, 1)], &input).await?;
+
+        let changed = source_partition_id(&TopicPartition::new("renamed", 0));
+        match sink
+            .write(&key(2_000, changed), &[range(0, 1)], &input)
+            .await
+        {
+            Err(Error::Contiguity { detail, .. }) => {
+                assert!(detail.contains("ids changed"), "{}: {detail}", db.name());
+            }
+            other => panic!(
+                "{}: a second first commit of {tp} gave {other:?}",
+                db.name()
+            ),
+        }
+        assert_eq!(db.count("events").await?, 1, "{}", db.name());
+    }
+    Ok(())
+}
