@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::duration;
 use crate::error::{Error, Result};
 use crate::sink::SqlSinkConfig;
 use crate::source::KafkaSourceConfig;
@@ -121,11 +122,11 @@ impl PipelineConfig {
         text: &str,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self> {
-        let mut table = toml::de::DeTable::parse(text).map_err(toml_error)?;
+        let mut table = toml::de::DeTable::parse(text).map_err(|e| toml_error(&e, text))?;
         env::substitute_table(table.get_mut(), "", &lookup)?;
         let config = Self::deserialize(toml::de::Deserializer::from(table)).map_err(|mut e| {
             e.set_input(Some(text));
-            toml_error(e)
+            toml_error(&e, text)
         })?;
         config.validate()?;
         Ok(config)
@@ -187,15 +188,111 @@ impl PipelineConfig {
     }
 }
 
-/// A TOML error as a configuration error that names the key.
-fn toml_error(e: toml::de::Error) -> Error {
-    let key = e
-        .message()
-        .split('`')
-        .nth(1)
-        .map(str::to_owned)
-        .unwrap_or_else(|| "(file)".to_owned());
-    Error::config(key, e.to_string().trim_end().to_owned())
+/// A TOML error as a configuration error that names the full key (`pipeline.batch_interval`,
+/// `sink.columns[2].type`), found from where in `text` the error is; passwords in the quoted
+/// line are masked.
+fn toml_error(e: &toml::de::Error, text: &str) -> Error {
+    let message = e.message();
+    // serde's `missing field `x`` is about a key the table at the span lacks.
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(key::segment);
+    let at = e.span().and_then(|span| key::at(text, &span));
+    let key = match (at, missing) {
+        (Some(at), Some(missing)) => format!("{at}.{missing}"),
+        (Some(at), None) => at,
+        (None, Some(missing)) => missing,
+        (None, None) => "(file)".to_owned(),
+    };
+    Error::config(key, crate::redact::redact(e.to_string().trim_end()))
+}
+
+/// The dotted keys of a TOML document, by position.
+mod key {
+    use std::ops::Range;
+
+    use toml::de::{DeTable, DeValue};
+
+    /// The key of the innermost key or value of `text` that covers `span`.
+    pub(super) fn at(text: &str, span: &Range<usize>) -> Option<String> {
+        let table = DeTable::parse(text).ok()?;
+        let mut best: Option<(usize, String)> = None;
+        visit_table(table.get_ref(), "", span, &mut best);
+        best.map(|(_, key)| key)
+    }
+
+    /// A key as it is written in a dotted key: bare when it can be, quoted otherwise.
+    pub(super) fn segment(key: &str) -> String {
+        let bare = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        if bare {
+            key.to_owned()
+        } else {
+            format!("{key:?}")
+        }
+    }
+
+    fn covers(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+        outer.start <= inner.start && inner.end <= outer.end
+    }
+
+    /// Keeps `key` when its `node` covers `span` more tightly than the best so far.
+    fn consider(
+        node: &Range<usize>,
+        key: &str,
+        span: &Range<usize>,
+        best: &mut Option<(usize, String)>,
+    ) {
+        if covers(node, span) && best.as_ref().is_none_or(|(len, _)| node.len() <= *len) {
+            *best = Some((node.len(), key.to_owned()));
+        }
+    }
+
+    fn visit_table(
+        table: &DeTable<'_>,
+        prefix: &str,
+        span: &Range<usize>,
+        best: &mut Option<(usize, String)>,
+    ) {
+        for (key, value) in table {
+            let name = segment(key.get_ref());
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}.{name}")
+            };
+            consider(&key.span(), &path, span, best);
+            visit_value(value.get_ref(), &value.span(), &path, span, best);
+        }
+    }
+
+    fn visit_value(
+        value: &DeValue<'_>,
+        value_span: &Range<usize>,
+        path: &str,
+        span: &Range<usize>,
+        best: &mut Option<(usize, String)>,
+    ) {
+        consider(value_span, path, span, best);
+        match value {
+            DeValue::Table(table) => visit_table(table, path, span, best),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    visit_value(
+                        item.get_ref(),
+                        &item.span(),
+                        &format!("{path}[{i}]"),
+                        span,
+                        best,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// `${NAME}` in string values.
@@ -205,6 +302,7 @@ mod env {
     use toml::de::{DeTable, DeValue};
 
     use crate::error::{Error, Result};
+    use crate::redact::redact;
 
     /// Substitutes in every string value of `table`, whose dotted key is `prefix`.
     pub(super) fn substitute_table(
@@ -259,7 +357,13 @@ mod env {
                 rest = after;
             } else if let Some(after) = rest.strip_prefix("${") {
                 let end = after.find('}').ok_or_else(|| {
-                    Error::config(key, format!("{text:?} has a `${{` without its `}}`; write `$${{` for a literal `${{`"))
+                    Error::config(
+                        key,
+                        format!(
+                            "{:?} has a `${{` without its `}}`; write `$${{` for a literal `${{`",
+                            redact(text)
+                        ),
+                    )
                 })?;
                 let (name, default) = match after[..end].split_once(":-") {
                     Some((name, default)) => (name, Some(default)),
@@ -274,7 +378,8 @@ mod env {
                     return Err(Error::config(
                         key,
                         format!(
-                            "`${{{name}}}` in {text:?} is not an environment variable name (letters, digits and _)"
+                            "`${{{name}}}` in {:?} is not an environment variable name (letters, digits and _)",
+                            redact(text)
                         ),
                     ));
                 }
@@ -300,42 +405,6 @@ mod env {
         }
         out.push_str(rest);
         Ok(out)
-    }
-}
-
-/// Serde helpers for durations written as `"200ms"`, `"1s"`, `"1m 30s"`.
-pub(crate) mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Serializes a duration as humantime text (`"7days"`).
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    /// Deserializes a humantime duration.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration ({e}); write e.g. \"200ms\", \"1s\" or \"1m 30s\""
-            ))
-        })
-    }
-
-    /// The same for optional durations.
-    pub(crate) mod option {
-        use std::time::Duration;
-
-        use serde::Deserializer;
-
-        /// Deserializes an optional humantime duration.
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
     }
 }
 
@@ -405,6 +474,11 @@ mod tests {
             let e = expand(bad).unwrap_err().to_string();
             assert!(e.starts_with("config key `k`"), "{bad}: {e}");
         }
+        let e = expand("postgres://u:pw@h/${HOST").unwrap_err().to_string();
+        assert!(
+            e.contains("postgres://u:***@h/") && !e.contains("pw"),
+            "{e}"
+        );
         assert!(
             expand("${NONE}")
                 .unwrap_err()
@@ -423,6 +497,211 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`sink.columns[0].name`"), "{e}");
+    }
+
+    /// The key a config error names.
+    fn key_of(text: &str) -> String {
+        match PipelineConfig::from_toml_str(text) {
+            Err(Error::Config { key, .. }) => key,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_full_key() {
+        let cases = [
+            (
+                "batch_interval = \"1s\"",
+                "batch_interval = 200",
+                "pipeline.batch_interval",
+            ),
+            (
+                "batch_interval = \"1s\"",
+                "batch_interval = \"1s\"\ncheckpoint_interval = 5",
+                "pipeline.checkpoint_interval",
+            ),
+            ("name = \"orders\"", "name = 7", "pipeline.name"),
+            ("type = \"bigint\"", "type = 5", "sink.columns[0].type"),
+            (
+                "type = \"bigint\"",
+                "type = \"varchar\"",
+                "sink.columns[0].type",
+            ),
+            (
+                "type = \"bigint\"",
+                "type = \"bigint\"\nnullable = \"yes\"",
+                "sink.columns[0].nullable",
+            ),
+            ("[\"orders\"]", "\"orders\"", "source.topics"),
+            ("[\"orders\"]", "[\"orders\", 2]", "source.topics[1]"),
+            (
+                "topics =",
+                "max_rate_per_partition = \"fast\"\ntopics =",
+                "source.max_rate_per_partition",
+            ),
+            ("topics =", "topicz = [\"x\"]\ntopics =", "source.topicz"),
+            (
+                "table = \"orders\"",
+                "table = \"orders\"\nmode = \"upsrt\"",
+                "sink.mode",
+            ),
+            (
+                "table = \"orders\"",
+                "table = \"orders\"\n[sink.metadata]\noffset = 1",
+                "sink.metadata.offset",
+            ),
+            ("table = \"orders\"", "", "sink.table"),
+            (
+                "[sink]",
+                "[source.properties]\n\"sasl.mechanism\" = 5\n[sink]",
+                "source.properties.\"sasl.mechanism\"",
+            ),
+            (
+                "brokers = \"127.0.0.1:9092\"",
+                "brokers = \"127.0.0.1:9092\"\nbackpressure_pid = { proportional = \"1\" }",
+                "source.backpressure_pid.proportional",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let text = MINIMAL.replacen(from, to, 1);
+            assert_ne!(text, MINIMAL, "{from}");
+            assert_eq!(key_of(&text), key, "{to}");
+        }
+        // A whole missing section, at the top.
+        let text = MINIMAL.replace("[pipeline]", "[pipelines]");
+        assert_eq!(key_of(&text), "pipelines");
+        let text = &MINIMAL[..MINIMAL.find("[sink]").unwrap()];
+        assert_eq!(key_of(text), "sink");
+
+        // The whole message names the key, the value and the line, the key only as the key.
+        let e = PipelineConfig::from_toml_str(&MINIMAL.replace("\"1s\"", "200"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config key `pipeline.batch_interval`: "),
+            "{e}"
+        );
+        assert!(e.contains("line 4") && e.contains("integer `200`"), "{e}");
+        assert!(e.contains("expected a duration such as \"200ms\""), "{e}");
+        assert!(!e.contains("`200`:"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_mask_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        let text = MINIMAL.replace(
+            "table = \"orders\"",
+            "table = \"orders\"\nurl = \"postgres://u:hunter2@h/db?password=hunter3\"\nmode = 1",
+        );
+        std::fs::write(&path, text).unwrap();
+        let e = PipelineConfig::from_path(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: config key `sink.mode`: ", path.display())),
+            "{e}"
+        );
+        let text = MINIMAL.replace(
+            "table = \"orders\"",
+            "url = \"postgres://u:hunter2@h/db?password=hunter3\" x\ntable = \"orders\"",
+        );
+        let e = PipelineConfig::from_toml_str(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("postgres://u:***@h/db?password=***"), "{e}");
+        assert!(!e.contains("hunter"), "{e}");
+    }
+
+    mod any_input {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The keys of `MINIMAL`, each with the line that sets it.
+        const KEYS: [(&str, &str); 7] = [
+            ("name = \"orders\"", "pipeline.name"),
+            ("batch_interval = \"1s\"", "pipeline.batch_interval"),
+            ("checkpoint_dir = \"/tmp/x\"", "pipeline.checkpoint_dir"),
+            ("brokers = \"127.0.0.1:9092\"", "source.brokers"),
+            ("topics = [\"orders\"]", "source.topics"),
+            ("table = \"orders\"", "sink.table"),
+            ("type = \"bigint\"", "sink.columns[0].type"),
+        ];
+
+        /// A TOML value that is not a string, nor an array of strings.
+        fn wrong_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>()
+                    .prop_filter("TOML floats", |f| f.is_finite())
+                    .prop_map(|f| format!("{f:?}")),
+                any::<bool>().prop_map(|b| b.to_string()),
+                Just("1979-05-27T07:32:00Z".to_owned()),
+                Just("{ a = 1 }".to_owned()),
+                prop::collection::vec(any::<i32>(), 1..3).prop_map(|v| format!("{v:?}")),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// A value of the wrong type under any key is refused naming that key (or, inside
+            /// an array, the item's key), never the value.
+            #[test]
+            fn a_wrong_type_names_its_key(which in 0..KEYS.len(), value in wrong_value()) {
+                let (line, key) = KEYS[which];
+                let name = line.split(" = ").next().unwrap();
+                let text = MINIMAL.replacen(line, &format!("{name} = {value}"), 1);
+                match PipelineConfig::from_toml_str(&text) {
+                    Err(Error::Config { key: named, .. }) => {
+                        prop_assert!(named.starts_with(key), "{} named {}", key, named);
+                    }
+                    other => prop_assert!(false, "{}: {:?}", text, other),
+                }
+            }
+
+            /// No text makes the parser panic: anything inserted anywhere in a good file, or a
+            /// file of TOML's own punctuation, loads or is refused with a configuration error.
+            #[test]
+            fn no_input_panics(
+                at in 0..MINIMAL.len(),
+                inserted in prop_oneof![
+                    any::<String>(),
+                    "[\\[\\]{}=\"'.,#\n a-z0-9_${}:-]{0,12}",
+                ],
+                noise in "[\\[\\]{}=\"'.,#\n a-z0-9_${}:-]{0,80}",
+            ) {
+                let at = (0..=at).rev().find(|&i| MINIMAL.is_char_boundary(i)).unwrap_or(0);
+                let text = format!("{}{inserted}{}", &MINIMAL[..at], &MINIMAL[at..]);
+                for text in [text.as_str(), noise.as_str()] {
+                    match PipelineConfig::from_toml_str_with_env(text, |_| Some("v".to_owned())) {
+                        Ok(_) | Err(Error::Config { .. }) => {}
+                        Err(other) => prop_assert!(false, "{}: {}", text, other),
+                    }
+                }
+            }
+
+            /// `${NAME}` gives the variable's value as it is (a `${` in it is not expanded
+            /// again), `$${` gives `${`, and text without `$` is left alone.
+            #[test]
+            fn references_expand_once_and_escapes_survive(
+                text in any::<String>(),
+                name in "[A-Za-z_][A-Za-z0-9_]{0,10}",
+                value in any::<String>(),
+            ) {
+                let lookup = |n: &str| (n == name).then(|| value.clone());
+                let expand = |t: &str| env::expand(t, "k", &lookup);
+                let plain: String = text.chars().filter(|&c| c != '$').collect();
+                prop_assert_eq!(expand(&plain).unwrap(), plain.clone());
+                let escaped = text.replace("${", "$${");
+                prop_assert_eq!(expand(&escaped).unwrap(), text.clone());
+                let reference = format!("{plain}${{{name}}}{escaped}");
+                prop_assert_eq!(expand(&reference).unwrap(), format!("{plain}{value}{text}"));
+                // Anything else is expanded or refused naming the key, never a panic.
+                if let Err(e) = expand(&text) {
+                    prop_assert!(e.to_string().starts_with("config key `k`"), "{}", e);
+                }
+            }
+        }
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub enum Error {
     },
 
     /// A database operation failed.
-    #[error("database: {context}: {source}")]
+    #[error("database: {context}: {}", database_message(source))]
     Database {
         /// What weir was doing, naming the batch and partition when there is one.
         context: String,
@@ -201,8 +201,23 @@ impl Error {
         }
     }
 
-    /// A Kafka error with what weir was doing.
+    /// A Kafka error with what weir was doing. The value of a secret property (`sasl.password`,
+    /// …) that librdkafka refused is masked, in the message and in `Debug` output.
     pub fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        use rdkafka::error::KafkaError;
+        let source = match source {
+            KafkaError::ClientConfig(code, description, key, value)
+                if crate::redact::is_secret_name(&key) =>
+            {
+                let description = if value.is_empty() {
+                    description
+                } else {
+                    description.replace(&value, crate::redact::MASK)
+                };
+                KafkaError::ClientConfig(code, description, key, crate::redact::MASK.to_owned())
+            }
+            other => other,
+        };
         Self::Kafka {
             context: context.into(),
             source,
@@ -263,6 +278,70 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// `error` and its causes, each said once, joined by `: `, for the one line a command prints
+/// when it fails. weir's own errors already say their cause (cleaned up, see
+/// [`Error::Database`]), so the chain ends at the first of them; a cause whose text is already
+/// in the line is left out.
+///
+/// ```
+/// use weir::Error;
+///
+/// let io = std::io::Error::other("disk on fire");
+/// let error = anyhow::Error::new(Error::io("/var/lib/weir/x", io)).context("writing the snapshot");
+/// assert_eq!(
+///     weir::error::report(error.as_ref()),
+///     "writing the snapshot: /var/lib/weir/x: disk on fire"
+/// );
+/// ```
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        let text = text.trim_end();
+        if !line.contains(text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(text);
+        }
+        if error.is::<Error>() {
+            break;
+        }
+        cause = error.source();
+    }
+    line
+}
+
+/// What the database said, once: its message, detail and hint with the SQLSTATE (and MySQL's
+/// error number), without the server's source file and line that PostgreSQL errors carry, and
+/// without sqlx's "error returned from database" wrapping.
+pub(crate) fn database_message(error: &sqlx::Error) -> String {
+    let sqlx::Error::Database(db) = error else {
+        return error.to_string();
+    };
+    let mut text = db.message().trim_end().to_owned();
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        if let Some(detail) = pg.detail() {
+            text.push_str("; ");
+            text.push_str(detail.trim_end());
+        }
+        if let Some(hint) = pg.hint() {
+            text.push_str("; hint: ");
+            text.push_str(hint.trim_end());
+        }
+        text.push_str(&format!(" (SQLSTATE {})", pg.code()));
+    } else if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        match mysql.code() {
+            Some(code) => text.push_str(&format!(" (error {}, SQLSTATE {code})", mysql.number())),
+            None => text.push_str(&format!(" (error {})", mysql.number())),
+        }
+    } else if let Some(code) = db.code() {
+        text.push_str(&format!(" (code {code})"));
+    }
+    text
 }
 
 /// What to do about an I/O error on `path` that only the operator can cure: a full disk or an
@@ -406,5 +485,47 @@ mod tests {
         ] {
             assert!(!retryable(code), "{code:?}");
         }
+    }
+
+    fn occurrences(text: &str, part: &str) -> usize {
+        text.matches(part).count()
+    }
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let config = rdkafka::error::KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Configuration property \"ssl.key.password\" not supported in this build".to_owned(),
+            "ssl.key.password".to_owned(),
+            "hunter2".to_owned(),
+        );
+        let error = anyhow::Error::new(Error::kafka("creating a consumer", config))
+            .context("starting the pipeline");
+        let line = report(error.as_ref());
+        assert_eq!(
+            occurrences(&line, "not supported in this build"),
+            1,
+            "{line}"
+        );
+        assert!(
+            line.starts_with("starting the pipeline: kafka: creating a consumer: "),
+            "{line}"
+        );
+        assert!(!line.contains("hunter2"), "{line}");
+        assert!(!format!("{error:?}").contains("hunter2"), "{error:?}");
+
+        let io = std::io::Error::other("connection reset");
+        let error = anyhow::Error::new(Error::database("writing batch 7", sqlx::Error::Io(io)))
+            .context("running");
+        let line = report(error.as_ref());
+        assert_eq!(occurrences(&line, "connection reset"), 1, "{line}");
+        assert_eq!(
+            line,
+            "running: database: writing batch 7: error communicating with database: connection reset"
+        );
+
+        // Causes that are not weir's are each printed once too.
+        let error = anyhow::Error::new(std::io::Error::other("gone")).context("reading");
+        assert_eq!(report(error.as_ref()), "reading: gone");
     }
 }

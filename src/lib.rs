@@ -24,12 +24,15 @@
 //! `ARCHITECTURE.md`, at the root of the repository, is the code map and the six invariants of
 //! the exactly-once protocol, each with the function where it holds and the test that proves it.
 
+mod blocking;
 pub mod checkpoint;
 pub mod config;
+mod duration;
 pub mod error;
 mod hash;
 pub mod plan;
 pub mod rate;
+pub(crate) mod redact;
 pub mod runtime;
 pub mod sink;
 pub mod source;

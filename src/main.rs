@@ -1,6 +1,6 @@
 //! The `weir` command: run a pipeline, inspect or reset its checkpoint.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            print_stderr(&format!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::FAILURE;
         }
     };
@@ -106,14 +106,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            let error = weir::error::report(error.as_ref());
             // Log shippers get the error as a structured line; people always get the plain one.
             if json_logs {
-                tracing::error!(
-                    message = "weir stopped with an error.",
-                    error = format!("{error:#}")
-                );
+                tracing::error!(message = "weir stopped with an error.", error = %error);
             }
-            eprintln!("error: {error:#}");
+            print_stderr(&format!("error: {error}\n"));
             ExitCode::FAILURE
         }
     }
@@ -138,8 +136,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let inspection = tokio::task::spawn_blocking(move || weir::checkpoint::inspect(&dir))
                 .await
                 .context("inspecting the checkpoint")??;
-            println!("{inspection}");
-            Ok(())
+            print_stdout(&format!("{inspection}\n"))
         }
         Command::Checkpoint {
             command: CheckpointCommand::Reset { pipeline, .. },
@@ -152,35 +149,33 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             })
             .await
             .context("resetting the checkpoint")??;
-            println!(
-                "checkpoint {} reset: offsets kept, operator state dropped",
+            print_stdout(&format!(
+                "checkpoint {} reset: offsets kept, operator state dropped\n",
                 config.pipeline.checkpoint_dir.display()
-            );
-            Ok(())
+            ))
         }
     }
 }
 
-/// Installs the log subscriber; true when logs are JSON lines.
 /// `weir verify`: the report on stdout, progress on stderr (one line rewritten on a terminal).
 async fn verify(pipeline: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let config = PipelineConfig::from_path(pipeline)?;
     let on_terminal = std::io::stderr().is_terminal();
     let report = weir::verify::verify(&config, move |progress| {
         if on_terminal {
-            eprint!("\r{progress}\x1b[K");
+            print_stderr(&format!("\r{progress}\x1b[K"));
         } else {
-            eprintln!("{progress}");
+            print_stderr(&format!("{progress}\n"));
         }
     })
     .await?;
     if on_terminal {
-        eprintln!();
+        print_stderr("\n");
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{report}");
+        print_stdout(&report.to_string())?;
     }
     anyhow::ensure!(
         report.is_clean(),
@@ -209,6 +204,24 @@ fn failpoints_from_env() -> fail::FailScenario<'static> {
     fail::FailScenario::setup()
 }
 
+/// Writes `text` to stdout. A reader that went away (`weir verify … | head`) is no error: there
+/// is no one left to tell, and the command still ends with the status that says how it went.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("writing to stdout"),
+    }
+}
+
+/// Writes `text` to stderr, where nothing can be done about a failure to write.
+fn print_stderr(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
+/// Installs the log subscriber; true when logs are JSON lines. A log line that cannot be
+/// written (stderr closed) is dropped without a word, since the word would go there too.
 fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
@@ -224,12 +237,14 @@ fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
+            .log_internal_errors(false)
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed()
     } else if let Some(status) = status {
         tracing_subscriber::fmt::layer()
             .compact()
+            .log_internal_errors(false)
             .with_writer(status.stderr())
             .with_filter(filter)
             .with_filter(status_line::WithoutBatchLines)
@@ -237,6 +252,7 @@ fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
     } else {
         tracing_subscriber::fmt::layer()
             .compact()
+            .log_internal_errors(false)
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed()

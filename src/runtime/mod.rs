@@ -5,13 +5,12 @@
 //! to everything else (invariant 3).
 #![allow(clippy::disallowed_methods)]
 
-mod blocking;
 mod job;
+#[cfg(test)]
+mod memory;
 mod pipeline;
 mod scheduler;
 pub mod shutdown;
-
-pub(crate) use blocking::run_blocking;
 
 pub use job::{BatchJob, BatchOutcome, TableJob};
 pub(crate) use pipeline::refuse_when_sink_ahead;

@@ -13,12 +13,12 @@ use tracing::{Level, debug, info, warn};
 
 use super::job::{PROGRESS_TARGET, Positions, TableJob};
 use super::scheduler::{RunSummary, Schedule, Scheduler, now_millis};
+use crate::blocking::run_blocking;
 use crate::checkpoint::{CheckpointStore, PipelineIdentity};
 use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::plan::BatchTime;
 use crate::rate::RateController;
-use crate::runtime::run_blocking;
 use crate::sink::{Sink, SqlSink};
 use crate::source::{KafkaSource, Planner};
 

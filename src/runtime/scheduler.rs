@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, debug_span, field, info, info_span, warn};
 
-use super::blocking::run_blocking;
 use super::job::{BatchJob, BatchOutcome};
+use crate::blocking::run_blocking;
 use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, BatchTime, TopicPartition, interval_millis};

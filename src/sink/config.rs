@@ -59,8 +59,9 @@ pub const DEFAULT_SQLITE_URL: &str = "sqlite://weir.db?mode=rwc";
 /// PostgreSQL's limit on bind parameters in one statement, which also bounds MySQL's.
 pub const MAX_BIND_PARAMETERS: usize = 65_535;
 
-/// The `[sink]` table: where and how records are written.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `[sink]` table: where and how records are written. Its `Debug` output masks the URL's
+/// password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlSinkConfig {
     /// Database URL: `postgres://…`, `mysql://…` (`mariadb://…` is the same), or `sqlite://…`.
@@ -93,7 +94,10 @@ pub struct SqlSinkConfig {
     /// What happens to a record that cannot be written.
     #[serde(default)]
     pub on_error: OnError,
-    /// Create the table from `columns` (and the metadata columns) if it does not exist.
+    /// Create the table from `columns` (and the metadata columns) if it does not exist. On
+    /// MySQL/MariaDB, text columns compare byte for byte (`utf8mb4_nopad_bin` on MariaDB,
+    /// `utf8mb4_0900_bin` on MySQL 8) and instants are `DATETIME(6)` in UTC (years 1000 to 9999;
+    /// others are refused under `on_error`).
     #[serde(default)]
     pub create_table: bool,
     /// The table's columns filled from each record.
@@ -117,8 +121,48 @@ pub struct SqlSinkConfig {
     /// partition are folded into one row covering their ranges, so the table stops growing while
     /// `weir verify` and the contiguity check lose nothing; only a replay of a batch that old
     /// would no longer be recognised, and the contiguity check refuses it. Default 7 days.
-    #[serde(default = "default_commit_retention", with = "crate::config::duration")]
+    #[serde(default = "default_commit_retention", with = "crate::duration")]
     pub commit_retention: std::time::Duration,
+}
+
+impl std::fmt::Debug for SqlSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a new field cannot be left out.
+        let Self {
+            url,
+            schema,
+            table,
+            mode,
+            key,
+            increment,
+            key_source,
+            on_error,
+            create_table,
+            columns,
+            metadata,
+            pool_size,
+            batch_size,
+            delete_on_tombstone,
+            commit_retention,
+        } = self;
+        f.debug_struct("SqlSinkConfig")
+            .field("url", &redact(url))
+            .field("schema", schema)
+            .field("table", table)
+            .field("mode", mode)
+            .field("key", key)
+            .field("increment", increment)
+            .field("key_source", key_source)
+            .field("on_error", on_error)
+            .field("create_table", create_table)
+            .field("columns", columns)
+            .field("metadata", metadata)
+            .field("pool_size", pool_size)
+            .field("batch_size", batch_size)
+            .field("delete_on_tombstone", delete_on_tombstone)
+            .field("commit_retention", commit_retention)
+            .finish()
+    }
 }
 
 /// How rows are written.
@@ -386,22 +430,29 @@ impl SqlSinkConfig {
     /// Checks everything that can be checked without a database: the URL, every identifier,
     /// the key against the columns, sizes. Errors name the key, e.g. `sink.columns[2].name`.
     pub fn validate(&self) -> Result<()> {
-        self.dialect()?;
+        let dialect = self.dialect()?;
+        // A secret the driver does not read would be ignored, and sqlx logs the value of a
+        // PostgreSQL parameter it does not know.
+        if let Some(name) = crate::redact::secret_query_params(&self.url)
+            .into_iter()
+            .find(|name| !(dialect == Dialect::Postgres && name == "password"))
+        {
+            return Err(Error::config(
+                "sink.url",
+                format!(
+                    "the query parameter `{name}` is not one weir's database driver reads, so it would be ignored; give the password in the URL's user info instead, e.g. {}://user:password@host/db",
+                    self.url.split(':').next().unwrap_or("postgres")
+                ),
+            ));
+        }
         if let Some(schema) = &self.schema {
             validate_identifier("sink.schema", schema)?;
         }
         validate_identifier("sink.table", &self.table)?;
         for (i, column) in self.columns.iter().enumerate() {
             validate_identifier(&format!("sink.columns[{i}].name"), &column.name)?;
-            let pointer = column.pointer();
-            if !(pointer.is_empty() || pointer.starts_with('/')) {
-                return Err(Error::config(
-                    format!("sink.columns[{i}].path"),
-                    format!(
-                        "{pointer:?} is not a JSON pointer; write it like \"/order/id\" (or \"\" for the whole value)"
-                    ),
-                ));
-            }
+            crate::sink::json::check_pointer(&column.pointer())
+                .map_err(|message| Error::config(format!("sink.columns[{i}].path"), message))?;
         }
         for (field, name) in self.metadata.columns() {
             validate_identifier(&format!("sink.metadata.{}", field.key_name()), name)?;
@@ -590,19 +641,8 @@ impl SqlSinkConfig {
     }
 }
 
-/// `url` without its password, for error messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+/// `url` without its passwords, for logs and error messages.
+pub(crate) use crate::redact::redact;
 
 #[cfg(test)]
 mod tests {
@@ -759,6 +799,23 @@ mod tests {
     }
 
     #[test]
+    fn json_pointers_are_checked_at_load() {
+        let column = |path: &str| {
+            config(
+                "",
+                &format!("[[columns]]\nname = \"v\"\ntype = \"text\"\npath = {path:?}\n"),
+            )
+        };
+        for ok in ["", "/a~0b/~1c", "/items/0", "/items/10"] {
+            column(ok).validate().unwrap();
+        }
+        for bad in ["a", "/a~2", "/a~", "/items/01"] {
+            let e = error_of(&column(bad));
+            assert!(e.contains("sink.columns[1].path"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn duplicate_columns_and_bad_sizes_are_refused() {
         assert!(error_of(&config("", "[metadata]\noffset = \"ID\"\n")).contains("twice"));
         assert!(config("batch_size = 0", "").validate().is_err());
@@ -776,8 +833,32 @@ mod tests {
     }
 
     #[test]
+    fn secret_query_parameters_the_driver_ignores_are_refused() {
+        config("url = \"postgres://u@h/db?sslmode=require&password=s\"", "")
+            .validate()
+            .unwrap();
+        for url in [
+            "postgres://u@h/db?sslpassword=s",
+            "mysql://u@h/db?password=s",
+            "mariadb://u@h/db?ssl-mode=REQUIRED&pass=s",
+            "sqlite://x.db?password=s",
+        ] {
+            let e = error_of(&config(&format!("url = {url:?}"), ""));
+            assert!(e.contains("sink.url") && e.contains("user info"), "{e}");
+            assert!(!e.contains("=s"), "{e}");
+        }
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+        let c = config("url = \"postgres://u:secret1@h/db?password=secret2\"", "");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(
+            debug.contains("postgres://u:***@h/db?password=***"),
+            "{debug}"
+        );
     }
 }

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
     SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::types::Json;
-use sqlx::{Arguments, AssertSqlSafe, FromRow, Transaction};
+use sqlx::{Arguments, AssertSqlSafe, ConnectOptions, Connection, Executor, FromRow, Transaction};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -25,6 +25,10 @@ use crate::sink::config::redact;
 use crate::sink::dialect::Dialect;
 use crate::sink::types::ColumnType;
 use crate::sink::value::SqlValue;
+
+/// Set on every MySQL connection: a value the column cannot hold is an error, not a silent
+/// truncation or zero date, whatever the server's default `sql_mode`.
+const MYSQL_SESSION: &str = "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')";
 
 /// A pool of connections to the sink database.
 #[derive(Debug, Clone)]
@@ -111,6 +115,9 @@ impl SinkPool {
                     MySqlPoolOptions::new()
                         .max_connections(size)
                         .acquire_timeout(acquire_timeout)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move { conn.execute(MYSQL_SESSION).await.map(drop) })
+                        })
                         .connect_lazy_with(options),
                 )
             }
@@ -140,12 +147,76 @@ impl SinkPool {
         }
     }
 
-    /// Applies the bookkeeping migrations of `migrations/<database>/`.
-    pub(crate) async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+    /// Applies the bookkeeping migrations of `migrations/<database>/`, then runs `create_table`
+    /// (a `CREATE TABLE IF NOT EXISTS`) if given: on a connection of its own, under a lock,
+    /// so that pipelines starting at once on a fresh database do not race (sqlx's own
+    /// migration lock does not hold on MariaDB, and PostgreSQL's `IF NOT EXISTS` is not atomic).
+    /// A connection dropped midway ends its session, which releases the lock.
+    pub(crate) async fn set_up(&self, create_table: Option<(String, &str)>) -> Result<()> {
+        let lock = |e| Error::database("locking the database to set up weir's tables", e);
         match self {
-            Self::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await,
-            Self::MySql(p) => sqlx::migrate!("migrations/mysql").run(p).await,
-            Self::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await,
+            Self::Postgres(p) => {
+                let mut conn = p.connect_options().connect().await.map_err(lock)?;
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(SET_UP_LOCK_KEY)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(lock)?;
+                let migrator = sqlx::migrate!("migrations/postgres");
+                // run_direct: `run` trips "Acquire is not general enough" in a Send future.
+                migrator
+                    .run_direct(None, &mut conn, false)
+                    .await
+                    .map_err(migrate_error)?;
+                if let Some((sql, table)) = create_table {
+                    conn.execute(AssertSqlSafe(sql))
+                        .await
+                        .map_err(creating(table))?;
+                }
+                // Closing the session releases the lock.
+                conn.close().await.map_err(lock)
+            }
+            Self::MySql(p) => {
+                let mut conn = p.connect_options().connect().await.map_err(lock)?;
+                let (locked,): (Option<i64>,) = sqlx::query_as("SELECT GET_LOCK(?, ?)")
+                    .bind(SET_UP_LOCK_NAME)
+                    .bind(SET_UP_LOCK_SECONDS)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(lock)?;
+                if locked != Some(1) {
+                    return Err(lock(sqlx::Error::Protocol(format!(
+                        "another process held the lock {SET_UP_LOCK_NAME:?} for {SET_UP_LOCK_SECONDS} s; retry"
+                    ))));
+                }
+                let migrator = sqlx::migrate!("migrations/mysql");
+                // run_direct: `run` trips "Acquire is not general enough" in a Send future.
+                migrator
+                    .run_direct(None, &mut conn, false)
+                    .await
+                    .map_err(migrate_error)?;
+                if let Some((sql, table)) = create_table {
+                    conn.execute(AssertSqlSafe(sql))
+                        .await
+                        .map_err(creating(table))?;
+                }
+                conn.close().await.map_err(lock)
+            }
+            Self::Sqlite(p) => {
+                // Connections opening a fresh file at once (switching it to WAL) can be told
+                // "database is locked" without waiting for the busy timeout: try again.
+                let mut waited = Duration::ZERO;
+                loop {
+                    match set_up_sqlite(p, create_table.as_ref()).await {
+                        Err(error) if error.is_retryable() && waited < SQLITE_SET_UP_PATIENCE => {
+                            let wait = crate::sink::retry::jitter(Duration::from_millis(200));
+                            tokio::time::sleep(wait).await;
+                            waited += wait;
+                        }
+                        done => return done,
+                    }
+                }
+            }
         }
     }
 
@@ -159,6 +230,8 @@ impl SinkPool {
     }
 
     /// Runs one statement outside a transaction; returns the rows affected.
+    // Unused since table creation moved into `set_up`; kept for one-off statements.
+    #[allow(dead_code)]
     pub(crate) async fn execute(
         &self,
         sql: String,
@@ -193,6 +266,27 @@ impl SinkPool {
             Self::Sqlite(p) => p.close().await,
         }
     }
+}
+
+/// How long a SQLite set-up waits for other processes setting up the same file.
+const SQLITE_SET_UP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// [`SinkPool::set_up`] on SQLite: under the write lock of an IMMEDIATE transaction, which other
+/// processes wait for (a pooled connection: a dropped transaction is rolled back).
+async fn set_up_sqlite(p: &sqlx::SqlitePool, create_table: Option<&(String, &str)>) -> Result<()> {
+    let lock = |e| Error::database("locking the database to set up weir's tables", e);
+    let mut tx = p.begin_with("BEGIN IMMEDIATE").await.map_err(lock)?;
+    let migrator = sqlx::migrate!("migrations/sqlite");
+    migrator
+        .run_direct(None, &mut *tx, false)
+        .await
+        .map_err(migrate_error)?;
+    if let Some((sql, table)) = create_table {
+        tx.execute(AssertSqlSafe(sql.clone()))
+            .await
+            .map_err(creating(table))?;
+    }
+    tx.commit().await.map_err(lock)
 }
 
 impl SinkTx {
@@ -255,6 +349,26 @@ impl SinkTx {
     }
 }
 
+/// The PostgreSQL advisory lock key of [`SinkPool::set_up`] ("weirsetu" in ASCII).
+const SET_UP_LOCK_KEY: i64 = 0x7765_6972_7365_7475;
+/// The MySQL named lock of [`SinkPool::set_up`], and how long to wait for it.
+const SET_UP_LOCK_NAME: &str = "weir.set_up";
+const SET_UP_LOCK_SECONDS: i64 = 300;
+
+const MIGRATING: &str =
+    "applying the bookkeeping migrations (weir_commits, weir_offsets, weir_dead_letters)";
+
+fn migrate_error(e: sqlx::migrate::MigrateError) -> Error {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) => Error::database(MIGRATING, e),
+        other => Error::database(MIGRATING, sqlx::Error::Migrate(Box::new(other))),
+    }
+}
+
+fn creating(table: &str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| Error::database(format!("creating table {table}"), e)
+}
+
 fn encode_error(e: sqlx::error::BoxDynError) -> sqlx::Error {
     sqlx::Error::Encode(e)
 }
@@ -295,7 +409,9 @@ fn mysql_arguments(params: &[SqlValue]) -> Result<MySqlArguments, sqlx::Error> {
         match value {
             SqlValue::Null(_) => args.add(None::<&str>),
             SqlValue::Numeric(d) => args.add(*d),
-            SqlValue::Timestamptz(t) => args.add(*t),
+            // As DATETIME: sqlx sends a DateTime as a TIMESTAMP, which MariaDB turns into NULL
+            // outside 1970–2038 even in a DATETIME column. The session's time zone is UTC.
+            SqlValue::Timestamptz(t) => args.add(t.naive_utc()),
             other => add_common(&mut args, other),
         }
         .map_err(encode_error)?;

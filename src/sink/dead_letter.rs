@@ -1,13 +1,13 @@
 //! Dead letters: records that could not be written, stored raw with their coordinates and the
 //! error in `weir_dead_letters`, inside the batch's transaction.
 
+use base64::Engine as _;
 use serde::Serialize;
 
 use crate::sink::CommitKey;
-use crate::sink::base64;
 use crate::sink::mapping::Origin;
 use crate::sink::types::ColumnType;
-use crate::sink::value::SqlValue;
+use crate::sink::value::{BASE64, SqlValue};
 
 /// The insert statement; `?` placeholders.
 pub(crate) const INSERT_DEAD_LETTER: &str = "INSERT INTO weir_dead_letters (pipeline, batch_time, partition_id, topic, kafka_partition, kafka_offset, record_timestamp, record_key, record_value, headers, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
@@ -26,7 +26,7 @@ pub(crate) fn parameters(key: &CommitKey, origin: Origin<'_>, reason: &str) -> V
         .iter()
         .map(|(k, v)| Header {
             key: k,
-            value: v.as_deref().map(base64::encode),
+            value: v.as_deref().map(|v| BASE64.encode(v)),
         })
         .collect();
     let headers = serde_json::to_string(&headers).unwrap_or_else(|_| "[]".to_owned());

@@ -218,8 +218,6 @@ impl TableSql {
                     format!(" ON CONFLICT ({}) DO NOTHING", self.key_list())
                 } else {
                     // SQLite reads a bare column name in DO UPDATE as the existing row's.
-                    // (SQLite turns a 64-bit overflow of the sum into a float, where the
-                    // others refuse the row.)
                     let current = match self.dialect {
                         Dialect::Postgres => format!("{TARGET_ALIAS}."),
                         Dialect::MySql | Dialect::Sqlite => String::new(),
@@ -227,7 +225,17 @@ impl TableSql {
                     let sets: Vec<String> = non_key
                         .iter()
                         .map(|&i| {
-                            if added.contains(&i) {
+                            let integer = matches!(
+                                self.columns[i].column_type,
+                                ColumnType::BigInt | ColumnType::Integer
+                            );
+                            if added.contains(&i) && self.dialect == Dialect::Sqlite && integer {
+                                format!(
+                                    "{0} = {1}",
+                                    q(i),
+                                    sqlite_checked_sum(&q(i), self.columns[i].column_type)
+                                )
+                            } else if added.contains(&i) {
                                 format!("{0} = {current}{0} + excluded.{0}", q(i))
                             } else {
                                 format!("{0} = excluded.{0}", q(i))
@@ -334,7 +342,8 @@ impl TableSql {
     }
 
     /// `CREATE TABLE IF NOT EXISTS` from the declared columns, keyed by the key columns.
-    pub(crate) fn create_table(&self) -> String {
+    /// `text_collation` is MySQL's collation of text columns (see [`MYSQL_BYTE_COLLATIONS`]).
+    pub(crate) fn create_table(&self, text_collation: &str) -> String {
         let mut parts: Vec<String> = self
             .columns
             .iter()
@@ -346,8 +355,12 @@ impl TableSql {
                 } else {
                     " NOT NULL"
                 };
+                let collate = match (self.dialect, c.column_type) {
+                    (Dialect::MySql, ColumnType::Text) => format!(" COLLATE {text_collation}"),
+                    _ => String::new(),
+                };
                 format!(
-                    "{} {}{null}",
+                    "{} {}{collate}{null}",
                     self.dialect.quote(&c.name),
                     c.column_type.sql_type(self.dialect, in_key)
                 )
@@ -357,8 +370,10 @@ impl TableSql {
             parts.push(format!("PRIMARY KEY ({})", self.key_list()));
         }
         let suffix = match self.dialect {
-            Dialect::MySql => " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-            Dialect::Postgres | Dialect::Sqlite => "",
+            Dialect::MySql => {
+                format!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={text_collation}")
+            }
+            Dialect::Postgres | Dialect::Sqlite => String::new(),
         };
         format!(
             "CREATE TABLE IF NOT EXISTS {} ({}){suffix}",
@@ -366,6 +381,34 @@ impl TableSql {
             parts.join(", ")
         )
     }
+}
+
+/// The utf8mb4 collations that compare text byte for byte, by preference: MariaDB's, then
+/// MySQL 8's. `utf8mb4_bin` is not one: it is PAD SPACE, so `"a"` and `"a "` are one key.
+pub(crate) const MYSQL_BYTE_COLLATIONS: [&str; 2] = ["utf8mb4_nopad_bin", "utf8mb4_0900_bin"];
+
+/// Whether a MySQL column with this collation (`None`: a binary or non-text column) compares
+/// keys byte for byte: binary, and NO PAD.
+pub(crate) fn mysql_compares_bytes(collation: Option<&str>) -> bool {
+    match collation {
+        None => true,
+        Some(c) => c == "binary" || c.ends_with("_nopad_bin") || c == "utf8mb4_0900_bin",
+    }
+}
+
+/// SQLite's `existing + excluded` of an integer column, refused as PostgreSQL and MySQL refuse
+/// it when the total overflows: SQLite's `+` would turn a 64-bit overflow into a float, and
+/// it bounds no 32-bit column. Past the bounds, a sum that overflows raises SQLite's own
+/// "integer overflow" error (the record's fault, see `protocol::is_record_fault`).
+fn sqlite_checked_sum(column: &str, column_type: ColumnType) -> String {
+    let bounds = match column_type {
+        ColumnType::Integer => format!(" AND \"weir$sum\" BETWEEN {} AND {}", i32::MIN, i32::MAX),
+        _ => String::new(),
+    };
+    format!(
+        "(SELECT CASE WHEN \"weir$sum\" IS NULL OR (typeof(\"weir$sum\") = 'integer'{bounds}) THEN \"weir$sum\" ELSE (SELECT sum(\"weir$x\") FROM (SELECT {} AS \"weir$x\" UNION ALL SELECT 1)) END FROM (SELECT {column} + excluded.{column} AS \"weir$sum\"))",
+        i64::MAX
+    )
 }
 
 /// The PostgreSQL staging table of upserts and increments (temporary, one per transaction).
@@ -442,9 +485,12 @@ mod tests {
             my.insert(1),
             "INSERT INTO `s`.`t` (`id`, `order`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `order` = VALUES(`order`)"
         );
-        assert!(my.create_table().contains(
-            "`id` BIGINT NOT NULL, `order` LONGTEXT COLLATE utf8mb4_bin, PRIMARY KEY (`id`)"
+        assert!(my.create_table("utf8mb4_nopad_bin").contains(
+            "`id` BIGINT NOT NULL, `order` LONGTEXT COLLATE utf8mb4_nopad_bin, PRIMARY KEY (`id`)"
         ));
+        assert!(mysql_compares_bytes(Some("utf8mb4_0900_bin")));
+        assert!(!mysql_compares_bytes(Some("utf8mb4_bin")));
+        assert!(!mysql_compares_bytes(Some("utf8mb4_unicode_ci")));
         let lite = table(Dialect::Sqlite, Conflict::None);
         assert_eq!(
             lite.insert(1),
@@ -464,7 +510,7 @@ mod tests {
         );
         assert_eq!(
             counts(Dialect::Sqlite).insert(1),
-            "INSERT INTO \"c\" (\"id\", \"word\", \"count\") VALUES (?, ?, ?) ON CONFLICT (\"id\") DO UPDATE SET \"word\" = excluded.\"word\", \"count\" = \"count\" + excluded.\"count\""
+            "INSERT INTO \"c\" (\"id\", \"word\", \"count\") VALUES (?, ?, ?) ON CONFLICT (\"id\") DO UPDATE SET \"word\" = excluded.\"word\", \"count\" = (SELECT CASE WHEN \"weir$sum\" IS NULL OR (typeof(\"weir$sum\") = 'integer') THEN \"weir$sum\" ELSE (SELECT sum(\"weir$x\") FROM (SELECT 9223372036854775807 AS \"weir$x\" UNION ALL SELECT 1)) END FROM (SELECT \"count\" + excluded.\"count\" AS \"weir$sum\"))"
         );
         let pg = counts(Dialect::Postgres);
         assert!(pg.stages());

@@ -128,13 +128,50 @@ fn step<'a>(raw: &'a RawValue, token: &str) -> Result<Option<&'a RawValue>, Stri
         Ok(members.get(token))
     } else if text.starts_with('[') {
         let items: Vec<&RawValue> = serde_json::from_str(text).map_err(bad_json)?;
-        Ok(token
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| items.get(i).copied()))
+        // Only the canonical decimal indexes an array: not `01`, `+1` or `-`.
+        Ok(array_index(token).and_then(|i| items.get(i).copied()))
     } else {
         Ok(None)
     }
+}
+
+/// `token` as an array index (RFC 6901): `0`, or digits without a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    let canonical = token == "0"
+        || (token.starts_with(|c: char| matches!(c, '1'..='9'))
+            && token.bytes().all(|b| b.is_ascii_digit()));
+    canonical.then(|| token.parse().ok()).flatten()
+}
+
+/// Checks a JSON pointer (RFC 6901) before it is used: it is empty (the whole value) or starts
+/// with `/`, every `~` escapes `0` (`~`) or `1` (`/`), and no token is digits with a leading
+/// zero, which is no array index (`/items/01`). The error says what is wrong.
+pub(crate) fn check_pointer(pointer: &str) -> Result<(), String> {
+    if !(pointer.is_empty() || pointer.starts_with('/')) {
+        return Err(format!(
+            "{pointer:?} is not a JSON pointer; write it like \"/order/id\" (or \"\" for the whole value)"
+        ));
+    }
+    for token in pointer.split('/').skip(1) {
+        let mut chars = token.chars();
+        while let Some(c) = chars.next() {
+            if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                return Err(format!(
+                    "{pointer:?} has a `~` that is not `~0` (for `~`) or `~1` (for `/`) in {token:?} (RFC 6901)"
+                ));
+            }
+        }
+        if token.len() > 1 && token.starts_with('0') && token.bytes().all(|b| b.is_ascii_digit()) {
+            let index = match token.trim_start_matches('0') {
+                "" => "0",
+                index => index,
+            };
+            return Err(format!(
+                "{pointer:?} has the token {token:?}, digits with a leading zero, which is no array index (RFC 6901); write {index:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The unescaped reference tokens of a JSON pointer (`~1` is `/`, `~0` is `~`).
@@ -173,8 +210,93 @@ pub(crate) fn scalar_or_text(text: &str) -> Leaf<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// JSON text of any shape, with the edges that matter to a mapper: numbers of any size and
+    /// precision, escapes (`\u0000`, surrogate pairs), repeated and odd keys, deep nesting,
+    /// and blanks.
+    pub(crate) fn json_text() -> impl Strategy<Value = String> {
+        let number = "-?(0|[1-9][0-9]{0,24})(\\.[0-9]{1,24})?([eE][+-]?[0-9]{1,4})?";
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            number,
+            any::<String>().prop_map(|s| serde_json::Value::String(s).to_string()),
+            Just(r#""\u0000""#.to_owned()),
+            Just(r#""\ud83d\ude00 \\ \" \/""#.to_owned()),
+            "\"[0-9TZ:+. -]{0,30}\"",
+            "\"[A-Za-z0-9+/=]{0,12}\"",
+        ];
+        let key = prop_oneof![
+            Just("id".to_owned()),
+            Just("v".to_owned()),
+            Just("a".to_owned()),
+            Just("ts".to_owned()),
+            Just("01".to_owned()),
+            Just("a/b".to_owned()),
+            Just("m~n".to_owned()),
+            any::<String>(),
+        ];
+        leaf.prop_recursive(4, 32, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+                prop::collection::vec((key.clone(), inner, " ?"), 0..5).prop_map(|members| {
+                    let members: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, v, blank)| {
+                            format!("{}{blank}:{blank}{v}", serde_json::Value::String(k))
+                        })
+                        .collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any member name, escaped by RFC 6901's rules, is found again; only names of digits
+        /// with a leading zero are refused, as no array index.
+        #[test]
+        fn every_member_name_is_reachable_by_its_escaped_pointer(
+            name in any::<String>(),
+            inner in any::<String>(),
+        ) {
+            let token = name.replace('~', "~0").replace('/', "~1");
+            let pointer = format!("/{token}/x");
+            let leading_zero = name.len() > 1
+                && name.starts_with('0')
+                && name.bytes().all(|b| b.is_ascii_digit());
+            prop_assert_eq!(check_pointer(&pointer).is_ok(), !leading_zero, "{}", pointer);
+            let text = serde_json::json!({ name: { "x": inner.clone() } }).to_string();
+            let doc = Document::parse(&text).unwrap();
+            let found = doc.get(&pointer).unwrap().map(|raw| leaf(raw).unwrap());
+            prop_assert_eq!(found, Some(Leaf::String(inner)));
+        }
+
+        /// No pointer and no document panics: a pointer is refused or used; a document is
+        /// refused or read.
+        #[test]
+        fn pointers_into_any_document_never_panic(
+            pointer in "(/[a-z0-9~+ -]{0,4}){0,4}",
+            text in json_text(),
+        ) {
+            let checked = check_pointer(&pointer);
+            let doc = Document::parse(&text);
+            prop_assert!(doc.is_ok(), "generated JSON is valid: {}", text);
+            if let (Ok(()), Ok(doc)) = (checked, doc)
+                && let Some(raw) = doc.get(&pointer).unwrap()
+            {
+                let _ = leaf(raw);
+            }
+        }
+    }
 
     fn at<'a>(doc: &Document<'a>, pointer: &str) -> Option<Leaf<'a>> {
         doc.get(pointer).unwrap().map(|raw| leaf(raw).unwrap())
@@ -216,6 +338,25 @@ mod tests {
         assert_eq!(at(&doc, "/k"), Some(Leaf::Number("3")));
         assert_eq!(at(&doc, "/n/x\"y/0"), Some(Leaf::Number("4")));
         assert!(matches!(at(&doc, ""), Some(Leaf::Composite(_))));
+    }
+
+    #[test]
+    fn pointers_follow_rfc_6901() {
+        for ok in [
+            "", "/", "/a", "/a~0b", "/a~1b", "/~01", "/arr/0", "/arr/10", "/-", "/a b/é",
+        ] {
+            assert_eq!(check_pointer(ok), Ok(()), "{ok}");
+        }
+        for bad in ["a", "/a~2", "/a~", "/a~x/b", "/arr/01", "/00", "/x/007/y"] {
+            assert!(check_pointer(bad).is_err(), "{bad}");
+        }
+        let doc = Document::parse(r#"{"arr": [10, 11], "o": {"01": 1, "+1": 2}}"#).unwrap();
+        assert_eq!(at(&doc, "/arr/1"), Some(Leaf::Number("11")));
+        // Not indexes of an array; an object's members of those names are found.
+        for not_an_index in ["/arr/01", "/arr/+1", "/arr/-", "/arr/ 1", "/arr/1 "] {
+            assert_eq!(at(&doc, not_an_index), None, "{not_an_index}");
+        }
+        assert_eq!(at(&doc, "/o/+1"), Some(Leaf::Number("2")));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use chrono::Datelike;
+
 use crate::error::{Error, Result};
 use crate::plan::TopicPartition;
 use crate::sink::config::{KeySource, MetadataField, SqlSinkConfig, WriteMode};
@@ -96,6 +98,9 @@ pub(crate) struct RowMapper {
     deletes: bool,
     /// PostgreSQL text cannot hold NUL characters.
     rejects_nul: bool,
+    /// The years a date or instant may have: MySQL's DATETIME and DATE hold 1000 to 9999, and
+    /// MariaDB stores a year beyond them as NULL or 0000-00-00 instead of refusing it.
+    years: Option<std::ops::RangeInclusive<i32>>,
     /// Whether any column reads the value as JSON (otherwise the value may be any bytes).
     parses_value: bool,
 }
@@ -164,6 +169,7 @@ impl RowMapper {
             last_write_wins: config.mode == WriteMode::Upsert,
             deletes: config.deletes_on_tombstone(),
             rejects_nul: dialect == Dialect::Postgres,
+            years: (dialect == Dialect::MySql).then_some(1000..=9999),
             parses_value,
         })
     }
@@ -362,7 +368,7 @@ impl RowMapper {
             leaf => from_leaf(leaf, column.column_type)
                 .map_err(|e| format!("{what} field {}: {e}", display_pointer(&column.pointer)))?,
         };
-        self.check_text(&value, &column.name)?;
+        self.check_value(&value, &column.name)?;
         Ok(value)
     }
 
@@ -376,7 +382,7 @@ impl RowMapper {
                     .to_owned(),
             ),
         };
-        self.check_text(&v, &column.name)?;
+        self.check_value(&v, &column.name)?;
         Ok(v)
     }
 
@@ -402,17 +408,39 @@ impl RowMapper {
                 None => SqlValue::Null(ColumnType::Text),
             },
         };
-        self.check_text(&value, "key")?;
+        self.check_value(&value, "key")?;
         Ok(value)
     }
 
-    fn check_text(&self, value: &SqlValue, column: &str) -> Result<(), String> {
+    /// Refuses what the database would store changed: NUL in PostgreSQL text, years MySQL
+    /// cannot hold.
+    fn check_value(&self, value: &SqlValue, column: &str) -> Result<(), String> {
         if let SqlValue::Text(s) = value
             && self.rejects_nul
             && s.contains('\0')
         {
             return Err(format!(
                 "column {column}: text contains a NUL character, which PostgreSQL cannot store (use a bytes column)"
+            ));
+        }
+        let year = match value {
+            SqlValue::Timestamptz(t) => t.year(),
+            SqlValue::Date(d) => d.year(),
+            _ => return Ok(()),
+        };
+        if let Some(years) = &self.years
+            && !years.contains(&year)
+        {
+            return Err(format!(
+                "column {column}: {} is outside the years {} to {} that MySQL and MariaDB DATETIME and DATE columns hold",
+                match value {
+                    SqlValue::Timestamptz(t) =>
+                        t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    SqlValue::Date(d) => d.to_string(),
+                    _ => String::new(),
+                },
+                years.start(),
+                years.end()
             ));
         }
         Ok(())
@@ -659,5 +687,119 @@ mod tests {
                 .to_string()
                 .contains("sink.columns[0].default")
         );
+    }
+
+    mod any_record {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::sink::json::tests::json_text;
+
+        /// Every column type, read from the top level, from nested paths, from array items,
+        /// from the whole value and from the key.
+        fn mappers(mode: &str) -> Vec<RowMapper> {
+            let text = format!(
+                r#"{mode}
+table = "t"
+columns = [
+    {{ name = "id", type = "bigint" }},
+    {{ name = "i", type = "integer", path = "/v" }},
+    {{ name = "n", type = "numeric(12,2)", path = "/v/0" }},
+    {{ name = "m", type = "numeric", path = "/v/a" }},
+    {{ name = "d", type = "double", path = "/v/1" }},
+    {{ name = "b", type = "boolean", path = "/v/v" }},
+    {{ name = "s", type = "text", path = "/a~1b" }},
+    {{ name = "j", type = "json", path = "/v" }},
+    {{ name = "ts", type = "timestamptz", path = "/v/ts" }},
+    {{ name = "day", type = "date", path = "/m~0n" }},
+    {{ name = "raw", type = "bytes", path = "/v/2" }},
+    {{ name = "whole", type = "json", path = "" }},
+    {{ name = "req", type = "text", path = "/v/v", nullable = false }},
+]
+[metadata]
+key = "k"
+timestamp = "at"
+"#
+            );
+            let config: SqlSinkConfig = toml::from_str(&text).unwrap();
+            config.validate().unwrap();
+            [Dialect::Postgres, Dialect::MySql, Dialect::Sqlite]
+                .into_iter()
+                .map(|dialect| RowMapper::new(&config, dialect).unwrap())
+                .collect()
+        }
+
+        fn any_value() -> impl Strategy<Value = Option<Vec<u8>>> {
+            prop::option::weighted(
+                0.9,
+                prop_oneof![
+                    4 => json_text().prop_map(String::into_bytes),
+                    1 => prop::collection::vec(any::<u8>(), 0..20),
+                ],
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever the records hold, mapping never panics, and each record becomes a row
+            /// operation, a rejection with a reason, or nothing (a tombstone that deletes
+            /// nothing): none is lost.
+            #[test]
+            fn any_record_is_a_row_or_a_named_error(
+                records in prop::collection::vec(
+                    (
+                        prop::option::of(prop_oneof![
+                            json_text().prop_map(String::into_bytes),
+                            prop::collection::vec(any::<u8>(), 0..8),
+                        ]),
+                        any_value(),
+                        prop::option::of(any::<i64>()),
+                    ),
+                    1..8,
+                ),
+                mode in prop_oneof![
+                    Just(""),
+                    Just("mode = \"upsert\"\nkey = [\"id\"]"),
+                    Just("mode = \"upsert\"\nkey = [\"id\"]\nkey_source = \"record_key\""),
+                    Just("mode = \"increment\"\nkey = [\"id\"]\nincrement = [\"i\"]"),
+                ],
+            ) {
+                let records: Vec<Record> = records
+                    .into_iter()
+                    .zip(0..)
+                    .map(|((key, value, timestamp), offset)| Record {
+                        offset,
+                        timestamp,
+                        key,
+                        value,
+                        headers: Vec::new(),
+                    })
+                    .collect();
+                let input = batch(records);
+                for mapper in mappers(mode) {
+                    let mapped = mapper.map(&input);
+                    let accounted = mapped.ops.len() + mapped.rejected.len();
+                    let ignored = usize::try_from(mapped.ignored).unwrap();
+                    if mode.contains("upsert") {
+                        // The last write per key wins: earlier ones are folded, never lost
+                        // unaccounted.
+                        prop_assert!(accounted + ignored <= input[0].records.len());
+                    } else {
+                        prop_assert_eq!(accounted + ignored, input[0].records.len());
+                    }
+                    let width = mapper.table_columns().len();
+                    for (op, _) in &mapped.ops {
+                        match op {
+                            Op::Write(values) => prop_assert_eq!(values.len(), width),
+                            Op::Delete(key) => prop_assert_eq!(key.len(), mapper.key().len()),
+                        }
+                    }
+                    for rejected in &mapped.rejected {
+                        prop_assert!(!rejected.reason.is_empty());
+                    }
+                }
+            }
+        }
     }
 }

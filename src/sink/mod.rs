@@ -10,7 +10,6 @@
 //! [`source_partition_id`]`(tp)`, derived from the topic-partition alone; pipelines that shuffle
 //! by key use `hash(key) mod N`.
 
-mod base64;
 mod chunk;
 mod config;
 mod conn;

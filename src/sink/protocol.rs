@@ -24,7 +24,7 @@ use crate::sink::dialect::{Conflict, Dialect, STAGE_TABLE, TableSql};
 use crate::sink::failpoint::failpoint;
 use crate::sink::mapping::{Mapped, Op, Origin};
 use crate::sink::value::SqlValue;
-use crate::sink::{CommitKey, WriteCounts, WriteOutcome};
+use crate::sink::{CommitKey, WriteCounts, WriteOutcome, is_source_partition_id};
 
 /// PostgreSQL COPY chunks hold at least this many rows: COPY has no parameter limit, and fewer,
 /// larger chunks cost fewer round trips.
@@ -73,6 +73,7 @@ const ADVANCE_OFFSETS: &str = "UPDATE weir_offsets SET from_offset = ?, next_off
 #[cfg(feature = "mutant-no-contiguity")]
 const ADVANCE_OFFSETS: &str = "UPDATE weir_offsets SET from_offset = ?, next_offset = ?, batch_time = ? WHERE pipeline = ? AND partition_id = ? AND topic = ? AND kafka_partition = ? AND (next_offset = ? OR 1 = 1)";
 const SELECT_OFFSETS: &str = "SELECT from_offset, next_offset, batch_time FROM weir_offsets WHERE pipeline = ? AND partition_id = ? AND topic = ? AND kafka_partition = ?";
+const SELECT_OFFSETS_OF_OTHER_IDS: &str = "SELECT partition_id, next_offset FROM weir_offsets WHERE pipeline = ? AND topic = ? AND kafka_partition = ? AND partition_id <> ?";
 const INSERT_OFFSETS: &str = "INSERT INTO weir_offsets (pipeline, partition_id, topic, kafka_partition, from_offset, next_offset, batch_time) VALUES (?, ?, ?, ?, ?, ?, ?)";
 
 /// The parameters naming one commit key.
@@ -402,7 +403,10 @@ impl TableWriter {
                 Err(e) if is_record_fault(dialect, &e) => {
                     savepoint(tx, "ROLLBACK TO SAVEPOINT weir_row", key).await?;
                     savepoint(tx, "RELEASE SAVEPOINT weir_row", key).await?;
-                    let reason = format!("the database refused the row: {e}");
+                    let reason = format!(
+                        "the database refused the row: {}",
+                        crate::error::database_message(&e)
+                    );
                     self.reject(*origin, &reason, counts, rejected)?;
                 }
                 Err(e) => {
@@ -497,6 +501,9 @@ async fn advance_offsets(
         .map_err(|e| Error::database(context(), e))?;
     match current {
         None => {
+            if is_source_partition_id(key.partition_id) {
+                refuse_if_written_under_another_id(tx, dialect, key, range).await?;
+            }
             let mut params = where_params(&range.tp);
             params.extend([
                 SqlValue::BigInt(range.from),
@@ -515,6 +522,49 @@ async fn advance_offsets(
             detail: format!(
                 "the new range {range} does not start where the last commit ended: batch {batch_time} committed {}",
                 OffsetRange::new(range.tp.clone(), from, next)
+            ),
+        }),
+    }
+}
+
+/// The first commit of a source-aligned output partition must be the first of its Kafka
+/// partition: commits of the same topic-partition under another output partition id mean the
+/// ids changed under a running pipeline, and accepting any start here could write its committed
+/// ranges a second time under the new keys.
+async fn refuse_if_written_under_another_id(
+    tx: &mut SinkTx,
+    dialect: Dialect,
+    key: &CommitKey,
+    range: &OffsetRange,
+) -> Result<()> {
+    let other: Option<(i64, i64)> = tx
+        .fetch_optional(
+            dialect.placeholders(SELECT_OFFSETS_OF_OTHER_IDS),
+            &[
+                SqlValue::Text(key.pipeline.clone()),
+                SqlValue::Text(range.tp.topic.clone()),
+                SqlValue::Integer(range.tp.partition),
+                SqlValue::BigInt(key.partition_id),
+            ],
+        )
+        .await
+        .map_err(|e| {
+            Error::database(
+                format!(
+                    "{}: checking the first commit of {}",
+                    describe(key),
+                    range.tp
+                ),
+                e,
+            )
+        })?;
+    match other {
+        None => Ok(()),
+        Some((other, next)) => Err(Error::Contiguity {
+            what: format!("{} on {}", describe(key), range.tp),
+            detail: format!(
+                "this is the first commit of output partition {} for {}, but the sink already holds its commits up to offset {next} under output partition {other}: the output partition ids changed. Stop, and report it: weir derives them from the topic-partition alone",
+                key.partition_id, range.tp
             ),
         }),
     }
@@ -560,10 +610,13 @@ pub(crate) fn is_record_fault(dialect: Dialect, e: &sqlx::Error) -> bool {
                             | 4025
                     )
                 }),
-                // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE.
-                Dialect::Sqlite => code
-                    .parse::<i32>()
-                    .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25)),
+                // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE; and an
+                // increment's total that overflows (see `dialect::sqlite_checked_sum`).
+                Dialect::Sqlite => {
+                    code.parse::<i32>()
+                        .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
+                        || (code == "1" && db.message() == "integer overflow")
+                }
                 // Data exceptions and integrity constraint violations.
                 Dialect::Postgres => code.starts_with("22") || code.starts_with("23"),
             }

@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 use crate::plan::{BatchTime, OffsetRange, TopicPartition};
 use crate::sink::config::{SqlSinkConfig, WriteMode, redact};
 use crate::sink::conn::SinkPool;
-use crate::sink::dialect::{Conflict, Dialect, TableSql};
+use crate::sink::dialect::{
+    Conflict, Dialect, MYSQL_BYTE_COLLATIONS, TableSql, mysql_compares_bytes,
+};
 use crate::sink::mapping::RowMapper;
 use crate::sink::protocol::TableWriter;
 use crate::sink::retry::{RetryPolicy, with_retries};
@@ -133,7 +135,12 @@ impl SqlSink {
     /// Checks that the table exists with every configured column and, for upserts and
     /// increments on MySQL (where a missing unique key would silently append), a unique key on
     /// the key columns.
-    async fn validate_table(&self, pool: &SinkPool, table: &TableSql) -> Result<()> {
+    async fn validate_table(
+        &self,
+        pool: &SinkPool,
+        table: &TableSql,
+        text_collation: &str,
+    ) -> Result<()> {
         let name = SqlValue::Text(self.config.table.clone());
         let schema = self.config.schema.clone().map_or(
             SqlValue::Null(crate::sink::ColumnType::Text),
@@ -189,40 +196,152 @@ impl SqlSink {
                 ));
             }
         }
-        if self.dialect == Dialect::MySql && self.config.mode.is_keyed() {
-            let unique: Vec<(String, String)> = pool
-                .fetch_all(
-                    "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.statistics WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0".to_owned(),
-                    &[schema, name],
-                )
-                .await
-                .map_err(|e| Error::database(format!("reading the unique keys of {}", table.table), e))?;
-            let mut indexes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for (index, column) in unique {
-                indexes
-                    .entry(index)
-                    .or_default()
-                    .insert(column.to_ascii_lowercase());
-            }
-            let key: BTreeSet<String> = self
-                .config
-                .key_columns()
+        if self.dialect == Dialect::MySql {
+            self.check_mysql_columns(pool, table, text_collation)
+                .await?;
+        }
+        if self.config.mode.is_keyed() {
+            self.check_unique_key(pool, table, schema, name).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks that the table has a primary key or unique index on exactly the key columns:
+    /// without one, MySQL would append and the others refuse every write.
+    async fn check_unique_key(
+        &self,
+        pool: &SinkPool,
+        table: &TableSql,
+        schema: SqlValue,
+        name: SqlValue,
+    ) -> Result<()> {
+        let (sql, params) = match self.dialect {
+            Dialect::MySql => (
+                "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.statistics WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0",
+                vec![schema, name],
+            ),
+            // What ON CONFLICT can infer: unique, immediate, without predicate or expression.
+            Dialect::Postgres => (
+                "SELECT ic.relname::text, a.attname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) WHERE n.nspname = COALESCE($1, current_schema()) AND c.relname = $2 AND i.indisunique AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL",
+                vec![schema, name],
+            ),
+            // The primary key (which may be the rowid, with no index) and unique indexes.
+            Dialect::Sqlite => (
+                "SELECT '', name FROM pragma_table_info(?) WHERE pk > 0 UNION ALL SELECT il.name, COALESCE(ii.name, '') FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii WHERE il.\"unique\" = 1 AND il.partial = 0",
+                vec![name.clone(), name],
+            ),
+        };
+        let unique: Vec<(String, String)> =
+            pool.fetch_all(sql.to_owned(), &params).await.map_err(|e| {
+                Error::database(format!("reading the unique keys of {}", table.table), e)
+            })?;
+        let mut indexes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (index, column) in unique {
+            indexes
+                .entry(index)
+                .or_default()
+                .insert(column.to_ascii_lowercase());
+        }
+        let key: BTreeSet<String> = self
+            .config
+            .key_columns()
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect();
+        if indexes.values().any(|columns| *columns == key) {
+            return Ok(());
+        }
+        let effect = match self.dialect {
+            Dialect::MySql => "would append",
+            Dialect::Postgres | Dialect::Sqlite => "cannot write",
+        };
+        let columns: Vec<String> = table
+            .key
+            .iter()
+            .map(|&i| self.dialect.quote(&table.columns[i].name))
+            .collect();
+        Err(Error::config(
+            "sink.key",
+            format!(
+                "table {} has no primary key or unique index on exactly {key:?}, so an {} {effect} (was it created for append mode?); add one: CREATE UNIQUE INDEX {} ON {} ({}), or change sink.key to the table's key",
+                table.table,
+                self.config.mode.name(),
+                self.dialect
+                    .quote(&format!("{}_weir_key", self.config.table)),
+                table.table,
+                columns.join(", ")
+            ),
+        ))
+    }
+
+    /// MySQL only: refuses text key columns that do not compare byte for byte (rows whose keys
+    /// differ only in trailing spaces or letter case would merge), and warns about instants
+    /// kept in a TIMESTAMP column (1970 to 2038 only).
+    async fn check_mysql_columns(
+        &self,
+        pool: &SinkPool,
+        table: &TableSql,
+        text_collation: &str,
+    ) -> Result<()> {
+        let schema = self.config.schema.clone().map_or(
+            SqlValue::Null(crate::sink::ColumnType::Text),
+            SqlValue::Text,
+        );
+        let found: Vec<(String, String, Option<String>)> = pool
+            .fetch_all(
+                "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), CAST(collation_name AS CHAR) FROM information_schema.columns WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?".to_owned(),
+                &[schema, SqlValue::Text(self.config.table.clone())],
+            )
+            .await
+            .map_err(|e| Error::database(format!("reading the columns of table {}", table.table), e))?;
+        let key = self.config.key_columns();
+        for (name, data_type, collation) in &found {
+            let configured = table
+                .columns
                 .iter()
-                .map(|k| k.to_ascii_lowercase())
-                .collect();
-            if !indexes.values().any(|columns| *columns == key) {
+                .find(|c| c.name.eq_ignore_ascii_case(name));
+            if key.iter().any(|k| k.eq_ignore_ascii_case(name))
+                && !mysql_compares_bytes(collation.as_deref())
+            {
                 return Err(Error::config(
                     "sink.key",
                     format!(
-                        "table {} has no primary or unique key on exactly {key:?}; without one an {} would append",
+                        "key column {name} of table {} has collation {}, which takes keys that differ only in trailing spaces or letter case for one, so their rows would merge; make it compare bytes: ALTER TABLE {} MODIFY `{name}` VARCHAR(255) COLLATE {text_collation} NOT NULL",
                         table.table,
-                        self.config.mode.name()
+                        collation.as_deref().unwrap_or_default(),
+                        table.table
                     ),
                 ));
+            }
+            if configured.is_some_and(|c| c.column_type == crate::sink::ColumnType::Timestamptz)
+                && data_type.eq_ignore_ascii_case("timestamp")
+            {
+                tracing::warn!(
+                    table = %table.table,
+                    column = %name,
+                    "Column is a TIMESTAMP, which holds instants from 1970 to 2038 only; others are refused under on_error. Change it to DATETIME(6) to hold years 1000 to 9999."
+                );
             }
         }
         Ok(())
     }
+}
+
+/// The collation text columns of new MySQL tables get: the first of
+/// [`MYSQL_BYTE_COLLATIONS`] the server has, else `utf8mb4_bin` (then a text key is refused by
+/// the check of the table's columns).
+async fn mysql_text_collation(pool: &SinkPool) -> Result<&'static str> {
+    let found: Vec<(String,)> = pool
+        .fetch_all(
+            "SELECT CAST(collation_name AS CHAR) FROM information_schema.collations WHERE collation_name IN (?, ?)".to_owned(),
+            &MYSQL_BYTE_COLLATIONS.map(|c| SqlValue::Text(c.to_owned())),
+        )
+        .await
+        .map_err(|e| Error::database("reading the server's collations", e))?;
+    Ok(MYSQL_BYTE_COLLATIONS
+        .into_iter()
+        .find(|c| found.iter().any(|(f,)| f.eq_ignore_ascii_case(c)))
+        .unwrap_or("utf8mb4_bin"))
 }
 
 impl Sink for SqlSink {
@@ -230,22 +349,17 @@ impl Sink for SqlSink {
     /// the table against the configuration.
     async fn open(&mut self) -> Result<()> {
         let pool = SinkPool::connect_lazy(&self.config.url, self.dialect, self.config.pool_size)?;
-        pool.migrate().await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => {
-                Error::database("applying the bookkeeping migrations (weir_commits, weir_offsets, weir_dead_letters)", e)
-            }
-            other => Error::database(
-                "applying the bookkeeping migrations (weir_commits, weir_offsets, weir_dead_letters)",
-                sqlx::Error::Migrate(Box::new(other)),
-            ),
-        })?;
         let table = self.table_sql();
-        if self.config.create_table {
-            pool.execute(table.create_table(), &[])
-                .await
-                .map_err(|e| Error::database(format!("creating table {}", table.table), e))?;
-        }
-        self.validate_table(&pool, &table).await?;
+        let text_collation = match self.dialect {
+            Dialect::MySql => mysql_text_collation(&pool).await?,
+            Dialect::Postgres | Dialect::Sqlite => "",
+        };
+        let create = self
+            .config
+            .create_table
+            .then(|| (table.create_table(text_collation), table.table.as_str()));
+        pool.set_up(create).await?;
+        self.validate_table(&pool, &table, text_collation).await?;
         let max_packet_bytes = if self.dialect == Dialect::MySql {
             let (packet,): (i64,) = pool
                 .fetch_optional(

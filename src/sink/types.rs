@@ -50,12 +50,14 @@ pub enum ColumnType {
 
 impl ColumnType {
     /// The column type in `CREATE TABLE` for `dialect`. `in_key` asks for a type MySQL can index.
+    /// MySQL text columns also need a collation that compares byte for byte, which depends on
+    /// the server (see [`crate::sink::SqlSink`]'s table creation).
     pub fn sql_type(self, dialect: Dialect, in_key: bool) -> String {
         use ColumnType as T;
         use Dialect as D;
         let fixed = match (self, dialect) {
-            (T::Text, D::MySql) if in_key => "VARCHAR(255) COLLATE utf8mb4_bin",
-            (T::Text, D::MySql) => "LONGTEXT COLLATE utf8mb4_bin",
+            (T::Text, D::MySql) if in_key => "VARCHAR(255)",
+            (T::Text, D::MySql) => "LONGTEXT",
             (T::Text, _) => "TEXT",
             (T::BigInt, _) => "BIGINT",
             (T::Integer, _) => "INTEGER",

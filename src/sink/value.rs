@@ -6,12 +6,21 @@
 
 use std::str::FromStr;
 
+use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use crate::sink::base64;
 use crate::sink::json::Leaf;
 use crate::sink::types::ColumnType;
+
+/// Standard base64 (RFC 4648), padded or not, the way Kafka Connect's JSON converter writes bytes:
+/// bytes columns read it from JSON, dead letters write record headers with it. Trailing bits that
+/// a canonical encoder leaves zero must be zero, so no two texts decode to the same bytes.
+pub(crate) const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// One value bound to one column.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,9 +170,10 @@ pub(crate) fn from_leaf(leaf: Leaf<'_>, column_type: ColumnType) -> Result<SqlVa
             .map_err(|e| e.to_string()),
         (T::Json, Leaf::Number(n) | Leaf::Composite(n)) => Ok(SqlValue::Json((*n).to_owned())),
         (T::Json, Leaf::Bool(b)) => Ok(SqlValue::Json(b.to_string())),
-        (T::Bytes, Leaf::String(s)) => base64::decode(s)
+        (T::Bytes, Leaf::String(s)) => BASE64
+            .decode(s)
             .map(SqlValue::Bytes)
-            .map_or_else(|| wrong("base64 text"), Ok),
+            .or_else(|_| wrong("base64 text")),
         _ => wrong(match column_type {
             T::Text => "a string",
             T::Boolean => "true or false",
@@ -220,6 +230,31 @@ pub(crate) fn truncate(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn base64_is_rfc4648_padded_or_not_and_canonical() {
+        use base64::Engine as _;
+
+        use super::BASE64;
+        let vectors = [
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foob", "Zm9vYg=="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            assert_eq!(BASE64.encode(plain), encoded);
+            assert_eq!(BASE64.decode(encoded).unwrap(), plain.as_bytes());
+            assert_eq!(
+                BASE64.decode(encoded.trim_end_matches('=')).unwrap(),
+                plain.as_bytes()
+            );
+        }
+        assert!(BASE64.decode("Zm9v!").is_err());
+        assert!(BASE64.decode("Z").is_err());
+        // "Zh==" has non-zero trailing bits: it must not decode as "f".
+        assert!(BASE64.decode("Zh==").is_err());
+    }
+
     use super::*;
     use crate::sink::json::{Document, leaf};
 

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::duration;
+use crate::duration;
 use crate::error::{Error, Result};
 use crate::plan::TopicPartition;
 use crate::rate::RateConfig;
+use crate::redact::{MASK, is_secret_name};
 
 /// Where a partition starts the first time a pipeline runs (a checkpoint overrides it later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -80,8 +81,8 @@ impl Default for PidConfig {
     }
 }
 
-/// The direct Kafka source.
-#[derive(Debug, Clone, Deserialize)]
+/// The direct Kafka source. Its `Debug` output masks secret `properties` (`sasl.password`, …).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     /// Kafka bootstrap servers, `host:port[,host:port…]`.
@@ -127,6 +128,55 @@ pub struct KafkaSourceConfig {
     /// Extra librdkafka consumer properties, e.g. `"security.protocol" = "ssl"`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaSourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a new field cannot be left out.
+        let Self {
+            brokers,
+            topics,
+            starting_offsets,
+            start_offsets,
+            group_id,
+            commit_offsets,
+            max_rate_per_partition,
+            backpressure,
+            initial_rate,
+            backpressure_pid,
+            on_data_loss,
+            isolation_level,
+            metadata_refresh_interval,
+            properties,
+        } = self;
+        let properties: BTreeMap<&str, &str> = properties
+            .iter()
+            .map(|(key, value)| {
+                let value = if is_secret_name(key) {
+                    MASK
+                } else {
+                    value.as_str()
+                };
+                (key.as_str(), value)
+            })
+            .collect();
+        f.debug_struct("KafkaSourceConfig")
+            .field("brokers", brokers)
+            .field("topics", topics)
+            .field("starting_offsets", starting_offsets)
+            .field("start_offsets", start_offsets)
+            .field("group_id", group_id)
+            .field("commit_offsets", commit_offsets)
+            .field("max_rate_per_partition", max_rate_per_partition)
+            .field("backpressure", backpressure)
+            .field("initial_rate", initial_rate)
+            .field("backpressure_pid", backpressure_pid)
+            .field("on_data_loss", on_data_loss)
+            .field("isolation_level", isolation_level)
+            .field("metadata_refresh_interval", metadata_refresh_interval)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 fn default_metadata_refresh() -> Duration {
@@ -326,6 +376,20 @@ mod tests {
                 .to_string()
                 .contains("max_rate_per_partition")
         );
+    }
+
+    #[test]
+    fn debug_output_masks_secret_properties() {
+        let mut c = config();
+        for key in ["sasl.password", "ssl.key.password", "ssl.keystore.password"] {
+            c.properties.insert(key.into(), "hunter2".into());
+        }
+        c.properties
+            .insert("security.protocol".into(), "sasl_ssl".into());
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("\"sasl.password\": \"***\""), "{debug}");
+        assert!(debug.contains("sasl_ssl"), "{debug}");
     }
 
     #[test]

@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::{PartitionBatch, Record, Source, Watermarks};
+use crate::blocking::run_blocking;
 use crate::checkpoint::SOURCES_DIR;
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, TopicPartition};
-use crate::runtime::run_blocking;
 
 /// A file as it was listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,9 +31,9 @@ use tracing::{debug, error, info, warn};
 use super::config::{KafkaSourceConfig, StartingOffsets};
 use super::planner::Watermarks;
 use super::record::{PartitionBatch, Record};
+use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, OffsetRange, TopicPartition};
-use crate::runtime::run_blocking;
 
 /// How long one metadata or offsets request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -10,13 +10,15 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::blocking::run_blocking;
 use crate::checkpoint::{CheckpointStore, PipelineIdentity, default_checkpoint_interval};
-use crate::config::{MIN_BATCH_INTERVAL, duration};
+use crate::config::MIN_BATCH_INTERVAL;
+use crate::duration;
 use crate::error::{Error, Result};
 use crate::plan::interval_millis;
 use crate::rate::RateController;
+use crate::runtime::refuse_when_sink_ahead;
 use crate::runtime::{RunSummary, Schedule, Scheduler};
-use crate::runtime::{refuse_when_sink_ahead, run_blocking};
 use crate::sink::Sink;
 use crate::source::{
     FileSource, KafkaSource, KafkaSourceConfig, Planner, SocketSource, SourceKind, SourceSet,

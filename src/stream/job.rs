@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use crate::blocking::run_blocking;
 use crate::checkpoint::OperatorState;
 use crate::error::{Error, Result};
 use crate::plan::BatchPlan;
-use crate::runtime::{BatchJob, BatchOutcome, run_blocking};
+use crate::runtime::{BatchJob, BatchOutcome};
 use crate::sink::{Sink, SqlSink, WriteOutcome};
 use crate::source::PartitionBatch;
 

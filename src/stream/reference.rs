@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
 use crate::plan::{BatchTime, interval_millis};
-use crate::runtime::run_blocking;
 use crate::sink::{Dialect, SinkPool, SqlValue};
 
 use super::dstream::{BoxError, DStream, Data, Key, Persist, lock};

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, NaiveDateTime};
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
 use crate::sink::{ColumnType, SqlValue};
 
@@ -24,7 +24,7 @@ pub(crate) fn cell(value: &SqlValue) -> Option<String> {
         SqlValue::Text(s) => s.clone(),
         SqlValue::BigInt(v) => v.to_string(),
         SqlValue::Integer(v) => v.to_string(),
-        SqlValue::Double(v) => v.to_string(),
+        SqlValue::Double(v) => double(*v),
         SqlValue::Boolean(v) => i64::from(*v).to_string(),
         SqlValue::Numeric(v) => decimal(&v.to_string()),
         SqlValue::Timestamptz(t) => t.timestamp_micros().to_string(),
@@ -43,13 +43,34 @@ pub(crate) fn from_database_text(text: String, column_type: ColumnType) -> Strin
         ColumnType::Timestamptz => DateTime::parse_from_rfc3339(&text)
             .map(|t| t.timestamp_micros())
             .or_else(|_| {
-                NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f")
+                // RFC 3339 has no year below 0 or above 9999; SQLite holds chrono's signed
+                // years (`-0043-…Z`, `+10000-…Z`), always in UTC.
+                let naive = text.strip_suffix('Z').unwrap_or(&text);
+                NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M:%S%.f")
                     .map(|t| t.and_utc().timestamp_micros())
             })
             .map_or(text, |micros| micros.to_string()),
         ColumnType::Json => json(&text),
         _ => text,
     }
+}
+
+/// A double's text; `0` for negative zero, which MariaDB and SQLite store as zero.
+pub(crate) fn double(value: f64) -> String {
+    if value == 0.0 {
+        "0".to_owned()
+    } else {
+        value.to_string()
+    }
+}
+
+/// The date `text` days after 1970-01-01, as [`cell`] writes dates; other text as it is.
+pub(crate) fn days(text: String) -> String {
+    text.parse::<i64>()
+        .ok()
+        .and_then(chrono::TimeDelta::try_days)
+        .and_then(|d| NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(d))
+        .map_or(text, |date| date.format("%Y-%m-%d").to_string())
 }
 
 /// Decimal text without trailing fractional zeros, and `0` for negative zero.
@@ -169,5 +190,22 @@ mod tests {
             "2024-02-29"
         );
         assert_eq!(cell(&SqlValue::Null(ColumnType::Text)), None);
+    }
+
+    #[test]
+    fn far_dates_and_negative_zero_meet() {
+        assert_eq!(cell(&SqlValue::Double(-0.0)).unwrap(), double(0.0));
+        let bc = NaiveDate::from_ymd_opt(-43, 3, 15).unwrap();
+        let since_epoch = (bc - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days();
+        assert_eq!(
+            days(since_epoch.to_string()),
+            cell(&SqlValue::Date(bc)).unwrap()
+        );
+        assert_eq!(days("infinity".into()), "infinity");
+        let far = DateTime::from_timestamp_millis(253_402_300_801_234).unwrap();
+        assert_eq!(
+            from_database_text("+10000-01-01T00:00:01.234Z".into(), ColumnType::Timestamptz),
+            cell(&SqlValue::Timestamptz(far)).unwrap()
+        );
     }
 }

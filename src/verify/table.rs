@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::sink::{ColumnType, Dialect, SinkPool, SqlSinkConfig};
 
 use super::Progress;
-use super::cells::{Row, from_database_text};
+use super::cells::{Row, days, double, from_database_text};
 
 /// Rows between two progress reports.
 const PROGRESS_EVERY: u64 = 50_000;
@@ -24,6 +24,10 @@ enum Kind {
     Text,
     Int,
     Float,
+    /// Text already canonical (PostgreSQL instants as epoch microseconds).
+    Canonical,
+    /// Days since 1970-01-01 as text (PostgreSQL dates), or other text as it is.
+    Days,
 }
 
 /// Streams every row of the table of `sink` to `on_row`; returns how many there were.
@@ -72,11 +76,20 @@ fn select(dialect: Dialect, q: &str, column_type: ColumnType) -> (String, Kind) 
         (D::Postgres, T::Boolean) => (format!("CAST(CAST({q} AS INTEGER) AS BIGINT)"), Kind::Int),
         (D::Postgres, T::Double) => (format!("CAST({q} AS DOUBLE PRECISION)"), Kind::Float),
         (D::Postgres, T::Numeric { .. } | T::Json) => (format!("CAST({q} AS TEXT)"), Kind::Text),
+        // Numbers, not to_char: its YYYY drops the era of BC years. EXTRACT is exact (numeric)
+        // since PostgreSQL 14; infinity stays text, which matches no value.
         (D::Postgres, T::Timestamptz) => (
-            format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"),
-            Kind::Text,
+            format!(
+                "CASE WHEN isfinite({q}) THEN CAST(CAST(EXTRACT(EPOCH FROM {q}) * 1000000 AS BIGINT) AS TEXT) ELSE CAST({q} AS TEXT) END"
+            ),
+            Kind::Canonical,
         ),
-        (D::Postgres, T::Date) => (format!("to_char({q}, 'YYYY-MM-DD')"), Kind::Text),
+        (D::Postgres, T::Date) => (
+            format!(
+                "CASE WHEN isfinite({q}) THEN CAST({q} - DATE '1970-01-01' AS TEXT) ELSE CAST({q} AS TEXT) END"
+            ),
+            Kind::Days,
+        ),
         (D::Postgres, T::Bytes) => (format!("encode({q}, 'hex')"), Kind::Text),
         (D::MySql, T::Text) => (q.to_owned(), Kind::Text),
         (D::MySql, T::BigInt | T::Integer | T::Boolean) => {
@@ -135,7 +148,9 @@ impl Scan<'_> {
                         .try_get::<Option<String>, _>(i)?
                         .map(|text| from_database_text(text, self.types[i])),
                     Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(|v| v.to_string()),
-                    Kind::Float => row.try_get::<Option<f64>, _>(i)?.map(|v| v.to_string()),
+                    Kind::Float => row.try_get::<Option<f64>, _>(i)?.map(double),
+                    Kind::Canonical => row.try_get::<Option<String>, _>(i)?,
+                    Kind::Days => row.try_get::<Option<String>, _>(i)?.map(days),
                 };
                 cells.push(cell);
             }

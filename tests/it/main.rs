@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cli_output;
 mod engine_chain;
 mod engine_identity;
 mod engine_partitions;

@@ -105,6 +105,19 @@ async fn sink_on_error_dead_letter_stores_each_bad_record_once() -> Result<()> {
             db.name(),
             letters[2].4
         );
+        // The database's message once, with its code, without PostgreSQL's source line.
+        let reason = &letters[2].4;
+        assert!(
+            !reason.contains("error returned from database") && !reason.contains(" at line "),
+            "{}: {reason}",
+            db.name()
+        );
+        let code = match db.name() {
+            "postgres" => "SQLSTATE 23505",
+            "mysql" => "error 1062, SQLSTATE 23000",
+            _ => "code 1555",
+        };
+        assert!(reason.contains(code), "{}: {reason}", db.name());
     }
     Ok(())
 }

@@ -354,3 +354,54 @@ columns = [
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn sink_increment_overflow_is_refused_on_every_database() -> Result<()> {
+    // A 64-bit and a 32-bit total, each one step from overflowing.
+    let start = format!(
+        r#"{{"id":1,"big":{},"small":{}}}"#,
+        i64::MAX - 10,
+        i32::MAX - 10
+    );
+    let over_big = r#"{"id":1,"big":11,"small":0}"#;
+    let over_small = r#"{"id":1,"big":0,"small":11}"#;
+    let fits = r#"{"id":1,"big":10,"small":10}"#;
+    for db in every_db().await? {
+        let name = db.name();
+        for (i, on_error) in ["fail", "dead_letter", "skip"].into_iter().enumerate() {
+            let table = format!("totals_{i}");
+            let sink = db
+                .sink(&format!(
+                    "table = \"{table}\"\nmode = \"increment\"\nkey = [\"id\"]\nincrement = [\"big\", \"small\"]\non_error = \"{on_error}\"\ncreate_table = true\n[[columns]]\nname = \"id\"\ntype = \"bigint\"\n[[columns]]\nname = \"big\"\ntype = \"bigint\"\n[[columns]]\nname = \"small\"\ntype = \"integer\"\n"
+                ))
+                .await?;
+            let key = |t: i64| CommitKey::new(table.as_str(), BatchTime::from_millis(t), 0);
+            let first = batch(0, &[Some(start.as_str())]);
+            sink.write(&key(1_000), &[range(0, 1)], &first).await?;
+            let input = batch(1, &[Some(over_big), Some(over_small), Some(fits)]);
+            let outcome = sink.write(&key(2_000), &[range(1, 4)], &input).await;
+            match on_error {
+                "fail" => {
+                    let Err(err) = outcome else {
+                        anyhow::bail!("{name}: an overflowing total was committed: {outcome:?}");
+                    };
+                    ensure!(
+                        matches!(&err, Error::Record { offset: 1, .. }),
+                        "{name}: {err}"
+                    );
+                }
+                "dead_letter" => assert_eq!(outcome?, committed(1, 0, 2), "{name}"),
+                _ => assert_eq!(outcome?, committed(1, 2, 0), "{name}"),
+            }
+            let expected = if on_error == "fail" {
+                (i64::MAX - 10, i32::MAX - 10)
+            } else {
+                (i64::MAX, i32::MAX)
+            };
+            let rows: Vec<(i64, i32)> =
+                db.fetch(&format!("SELECT big, small FROM {table}")).await?;
+            assert_eq!(rows, [expected], "{name} {on_error}");
+        }
+    }
+    Ok(())
+}

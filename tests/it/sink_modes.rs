@@ -5,7 +5,9 @@ use weir::plan::BatchTime;
 use weir::sink::{CommitKey, Sink};
 use weir::source::PartitionBatch;
 
-use crate::sink_support::{committed, every_db, range, record, write};
+use sqlx::AssertSqlSafe;
+
+use crate::sink_support::{TestDb, committed, every_db, range, record, write};
 
 fn records(items: &[(Option<&str>, Option<&str>)]) -> Vec<PartitionBatch> {
     let records = items
@@ -169,6 +171,142 @@ offset = "o"
             "{}",
             db.name()
         );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sink_text_keys_compare_byte_for_byte() -> Result<()> {
+    let config = r#"
+table = "names"
+mode = "upsert"
+key = ["name"]
+create_table = true
+[[columns]]
+name = "name"
+type = "text"
+[[columns]]
+name = "n"
+type = "bigint"
+"#;
+    // Keys that a PAD SPACE or case-insensitive collation would take for one.
+    let names = ["a", "a ", "a  ", "A", "\u{e9}", "e\u{301}", "a\t"];
+    for db in every_db().await? {
+        let name = db.name();
+        let sink = db.sink(config).await?;
+        let values: Vec<String> = names
+            .iter()
+            .zip(0..)
+            .map(|(k, n)| serde_json::json!({"name": k, "n": n}).to_string())
+            .collect();
+        let values: Vec<Option<&str>> = values.iter().map(|v| Some(v.as_str())).collect();
+        write(&sink, 1_000, &crate::sink_support::batch(0, &values)).await?;
+        // One key at a time in a later batch: each updates its own row only.
+        let update = serde_json::json!({"name": "a ", "n": 100}).to_string();
+        write(
+            &sink,
+            2_000,
+            &crate::sink_support::batch(7, &[Some(&update)]),
+        )
+        .await?;
+        let mut rows: Vec<(String, i64)> = db.fetch("SELECT name, n FROM names").await?;
+        rows.sort();
+        let mut expected: Vec<(String, i64)> = names
+            .iter()
+            .zip(0..)
+            .map(|(k, n)| ((*k).to_owned(), if *k == "a " { 100 } else { n }))
+            .collect();
+        expected.sort();
+        assert_eq!(rows, expected, "{name}");
+
+        // A MySQL table made elsewhere whose key would merge such keys is refused at start-up.
+        if let TestDb::MySql(d) = &db {
+            for collation in ["utf8mb4_bin", "utf8mb4_unicode_ci"] {
+                sqlx::query("DROP TABLE names").execute(&d.pool).await?;
+                let create = format!(
+                    "CREATE TABLE names (name VARCHAR(255) COLLATE {collation} PRIMARY KEY, n BIGINT)"
+                );
+                sqlx::query(AssertSqlSafe(create)).execute(&d.pool).await?;
+                let err = db.sink(config).await.unwrap_err().to_string();
+                assert!(
+                    err.contains("sink.key") && err.contains(collation) && err.contains("names"),
+                    "{collation}: {err}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sink_upsert_on_a_table_without_its_key_is_refused_at_start_up() -> Result<()> {
+    let columns = "[[columns]]\nname = \"id\"\ntype = \"bigint\"\n[[columns]]\nname = \"body\"\ntype = \"text\"\n";
+    for db in every_db().await? {
+        let name = db.name();
+        // Made by an append pipeline without a key: no primary key.
+        let append = db
+            .sink(&format!(
+                "table = \"events\"\ncreate_table = true\n{columns}"
+            ))
+            .await?;
+        let value = r#"{"id":1,"body":"x"}"#;
+        write(
+            &append,
+            1_000,
+            &crate::sink_support::batch(0, &[Some(value)]),
+        )
+        .await?;
+        for mode in ["upsert", "increment"] {
+            let (increment, extra) = if mode == "increment" {
+                (
+                    "increment = [\"n\"]\n",
+                    "[[columns]]\nname = \"n\"\ntype = \"bigint\"\n",
+                )
+            } else {
+                ("", "")
+            };
+            let keyed = format!(
+                "table = \"events\"\ncreate_table = true\nmode = \"{mode}\"\nkey = [\"id\"]\n{increment}{columns}{extra}"
+            );
+            if mode == "increment" {
+                // The column exists; only the key is missing.
+                let add = "ALTER TABLE events ADD COLUMN n BIGINT";
+                match &db {
+                    TestDb::Postgres(d) => sqlx::query(add).execute(&d.pool).await.map(drop)?,
+                    TestDb::MySql(d) => sqlx::query(add).execute(&d.pool).await.map(drop)?,
+                    TestDb::Sqlite(_, pool) => sqlx::query(add).execute(pool).await.map(drop)?,
+                }
+            }
+            let err = match db.sink(&keyed).await {
+                Ok(_) => anyhow::bail!("{name} {mode}: a keyless table was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains("sink.key") && err.contains("events") && err.contains("UNIQUE INDEX"),
+                "{name} {mode}: {err}"
+            );
+        }
+        // With the index the error asks for, the keyed sink starts and upserts.
+        let index = "CREATE UNIQUE INDEX events_weir_key ON events (id)";
+        match &db {
+            TestDb::Postgres(d) => sqlx::query(index).execute(&d.pool).await.map(drop)?,
+            TestDb::MySql(d) => sqlx::query(index).execute(&d.pool).await.map(drop)?,
+            TestDb::Sqlite(_, pool) => sqlx::query(index).execute(pool).await.map(drop)?,
+        }
+        let upsert = db
+            .sink(&format!(
+                "table = \"events\"\nmode = \"upsert\"\nkey = [\"id\"]\n{columns}"
+            ))
+            .await?;
+        let value = r#"{"id":1,"body":"y"}"#;
+        write(
+            &upsert,
+            2_000,
+            &crate::sink_support::batch(1, &[Some(value)]),
+        )
+        .await?;
+        let rows: Vec<(i64, String)> = db.fetch("SELECT id, body FROM events").await?;
+        assert_eq!(rows, [(1, "y".to_owned())], "{name}");
     }
     Ok(())
 }

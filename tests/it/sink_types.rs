@@ -296,3 +296,121 @@ async fn sink_nul_bytes_and_invalid_utf8_go_to_dead_letters() -> Result<()> {
     }
     Ok(())
 }
+
+/// Instants and dates far from today, with `on_error` as given.
+fn far_dates_sink(on_error: &str) -> String {
+    format!(
+        "table = \"far\"\ncreate_table = true\non_error = \"{on_error}\"\n[[columns]]\nname = \"id\"\ntype = \"bigint\"\n[[columns]]\nname = \"ts\"\ntype = \"timestamptz\"\n[[columns]]\nname = \"day\"\ntype = \"date\"\n"
+    )
+}
+
+/// Rows every database holds exactly: the edges of MySQL's DATETIME and DATE, and instants
+/// outside 1970–2038 (a MySQL TIMESTAMP's range).
+const FAR_IN_RANGE: [&str; 4] = [
+    r#"{"id":1,"ts":"1960-06-01T12:00:00.5Z","day":"1960-06-01"}"#,
+    r#"{"id":2,"ts":"2100-01-01T00:00:00.000001Z","day":"2100-01-01"}"#,
+    r#"{"id":3,"ts":"1000-01-01T00:00:00Z","day":"1000-01-01"}"#,
+    r#"{"id":4,"ts":"9999-12-31T23:59:59.999999Z","day":"9999-12-31"}"#,
+];
+
+#[tokio::test]
+async fn sink_far_timestamps_are_stored_exactly_or_refused() -> Result<()> {
+    let utc = |s: &str| {
+        DateTime::parse_from_rfc3339(s)
+            .expect("timestamp")
+            .with_timezone(&Utc)
+    };
+    for db in every_db().await? {
+        let name = db.name();
+        let sink = db.sink(&far_dates_sink("fail")).await?;
+        let outcome = write(&sink, 1_000, &batch(0, &FAR_IN_RANGE.map(Some))).await?;
+        assert_eq!(outcome, committed(4, 0, 0), "{name}");
+        let stored: Vec<(i64, Option<DateTime<Utc>>, Option<NaiveDate>)> = match &db {
+            TestDb::Sqlite(..) => {
+                let rows: Vec<(i64, Option<String>, Option<String>)> =
+                    db.fetch("SELECT id, ts, day FROM far ORDER BY id").await?;
+                rows.into_iter()
+                    .map(|(id, ts, day)| {
+                        (
+                            id,
+                            ts.map(|t| utc(&t)),
+                            day.map(|d| NaiveDate::from_str(&d).expect("date")),
+                        )
+                    })
+                    .collect()
+            }
+            _ => db.fetch("SELECT id, ts, day FROM far ORDER BY id").await?,
+        };
+        let expected: Vec<(i64, Option<DateTime<Utc>>, Option<NaiveDate>)> = [
+            ("1960-06-01T12:00:00.5Z", (1960, 6, 1)),
+            ("2100-01-01T00:00:00.000001Z", (2100, 1, 1)),
+            ("1000-01-01T00:00:00Z", (1000, 1, 1)),
+            ("9999-12-31T23:59:59.999999Z", (9999, 12, 31)),
+        ]
+        .into_iter()
+        .zip(1..)
+        .map(|((ts, (y, m, d)), id)| (id, Some(utc(ts)), NaiveDate::from_ymd_opt(y, m, d)))
+        .collect();
+        assert_eq!(stored, expected, "{name}");
+
+        if !matches!(db, TestDb::MySql(_)) {
+            continue;
+        }
+        // Beyond what DATETIME and DATE hold (years 1000 to 9999): refused, naming the record,
+        // never stored as NULL or 0000-00-00. Year 10000 as epoch milliseconds and days.
+        let beyond = [
+            r#"{"id":5,"ts":253402300800000}"#,
+            r#"{"id":6,"day":2932897}"#,
+            r#"{"id":7,"ts":"0999-12-31T23:59:59Z"}"#,
+            r#"{"id":8,"day":"0999-12-31"}"#,
+        ];
+        for record in beyond {
+            // Nothing is committed, so each attempt starts where the first batch ended.
+            let err = write(&sink, 2_000, &batch(4, &[Some(record)]))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, weir::Error::Record { offset: 4, reason, .. } if reason.contains("years 1000 to 9999")),
+                "{name}: {record}: {err}"
+            );
+        }
+        let dead_letter = db.sink(&far_dates_sink("dead_letter")).await?;
+        let outcome = write(&dead_letter, 2_000, &batch(4, &beyond.map(Some))).await?;
+        assert_eq!(outcome, committed(0, 0, 4), "{name}");
+        assert_eq!(db.count("far").await?, 4, "{name}");
+
+        // A TIMESTAMP column (1970–2038) made elsewhere: what it cannot hold is refused too.
+        if let TestDb::MySql(d) = &db {
+            sqlx::query("CREATE TABLE near (id BIGINT PRIMARY KEY, ts TIMESTAMP(6) NULL)")
+                .execute(&d.pool)
+                .await?;
+            let near = db
+                .sink(
+                    &far_dates_sink("fail")
+                        .replace("\"far\"", "\"near\"")
+                        .replace("create_table = true\n", "")
+                        .replace("[[columns]]\nname = \"day\"\ntype = \"date\"\n", ""),
+                )
+                .await?;
+            let key = weir::sink::CommitKey::new("near", weir::plan::BatchTime::from_millis(1), 0);
+            let input = batch(
+                0,
+                &FAR_IN_RANGE[..2]
+                    .iter()
+                    .copied()
+                    .map(Some)
+                    .collect::<Vec<_>>(),
+            );
+            let ranges = [input[0].range.clone()];
+            let err = weir::sink::Sink::write(&near, &key, &ranges, &input)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, weir::Error::Record { offset: 0, .. }),
+                "{name}: {err}"
+            );
+            assert_eq!(db.count("near").await?, 0, "{name}");
+        }
+    }
+    Ok(())
+}

@@ -346,8 +346,7 @@ async fn verify_refuses_at_once_when_retention_deleted_committed_records() -> Re
         Err(error) => format!("{error:#}"),
     };
     ensure!(
-        error.contains(&format!("[0..5) were deleted by retention"))
-            && error.contains(&tp.to_string()),
+        error.contains("[0..5) were deleted by retention") && error.contains(&tp.to_string()),
         "the error must name the deleted range: {error}"
     );
     ensure!(
@@ -463,5 +462,58 @@ async fn verify_refuses_clearly_when_the_pipeline_commits_during_it() -> Result<
     ensure!(removed > 0, "nothing was folded");
     let report = verify(&case.toml).await?;
     ensure!(report.is_clean(), "after the fold: {report}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_accepts_far_dates_and_negative_zero_stored_exactly() -> Result<()> {
+    use chrono::{NaiveDate, TimeDelta};
+    let env = TestEnv::get().await;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).context("epoch")?;
+    // The Ides of March, 44 BC (year -43), and the first day of year 10000.
+    let days = |date: NaiveDate| (date - epoch).num_days();
+    let millis = |date: NaiveDate| (date - epoch).num_milliseconds() + 1_234;
+    let ides = NaiveDate::from_ymd_opt(-43, 3, 15).context("BC date")?;
+    let far = epoch + TimeDelta::days(2_932_897);
+    for db in every_db().await? {
+        let name = db.name();
+        let sink = format!(
+            "table = \"verified\"\ncreate_table = true\n{}",
+            columns(&[
+                ("id", "bigint"),
+                ("day", "date"),
+                ("at", "timestamptz"),
+                ("ratio", "double")
+            ])
+        );
+        let case = Case::new(env, &db, "verify-far", &sink).await?;
+        let mut values = vec![
+            r#"{"id":1,"ratio":-0.0}"#.to_owned(),
+            r#"{"id":2,"ratio":0.0}"#.to_owned(),
+            r#"{"id":3,"ratio":"-0"}"#.to_owned(),
+        ];
+        // MySQL holds years 1000 to 9999 only (and refuses the others).
+        if !matches!(db, TestDb::MySql(_)) {
+            for (id, date) in [(4, ides), (5, far)] {
+                values.push(format!(
+                    r#"{{"id":{id},"day":{},"at":{}}}"#,
+                    days(date),
+                    millis(date)
+                ));
+            }
+        }
+        let records: Vec<(i32, String, Option<String>)> = values
+            .into_iter()
+            .map(|v| (0, String::new(), Some(v)))
+            .collect();
+        produce(&case.producer, &case.topic, &records).await?;
+        run_one_batch(&case.toml).await?;
+        let report = verify(&case.toml).await?;
+        ensure!(report.is_clean(), "{name}: {report}");
+        ensure!(
+            report.table_rows == records.len() as u64,
+            "{name}: {report}"
+        );
+    }
     Ok(())
 }

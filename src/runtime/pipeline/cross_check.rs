@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use crate::blocking::run_blocking;
 use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::plan::{BatchTime, TopicPartition};
-use crate::runtime::run_blocking;
 use crate::sink::{
     CommittedPosition, CommittedPositions, Sink, legacy_partition_id, source_partition_id,
 };
