@@ -145,7 +145,14 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
             let caps = self
                 .rate
                 .caps(&lags(self.planner.positions(), &watermarks), interval);
-            let caps = limit_batch(caps);
+            // The first batch after a start is kept small, so that the first rows land within
+            // about a second even on a backlog; later ones take what the caps allow (a batch
+            // streams, so memory does not depend on its size).
+            let caps = if summary.batches == 0 {
+                limit_batch(caps)
+            } else {
+                caps
+            };
             let plan = self.planner.plan(t, &watermarks, &caps)?;
             let lag = Lag::measure(&lags(&plan.end_positions(), &watermarks));
             let span = batch_span(&plan, scheduling_delay, &lag);
@@ -390,10 +397,9 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
     }
 }
 
-/// Records one batch covers at most, over all partitions, whatever the rate caps: a batch
-/// streams, so memory does not need this, but a backlog is committed in steps of about a
-/// second's work instead of one transaction per partition at its very end.
-const MAX_BATCH_RECORDS: u64 = 200_000;
+/// Records the first batch after a start covers at most, over all partitions, whatever the
+/// rate caps.
+const MAX_BATCH_RECORDS: u64 = 100_000;
 
 /// `caps`, each at most its share of [`MAX_BATCH_RECORDS`] (at least 1,000 records).
 fn limit_batch(
