@@ -3,11 +3,15 @@
 //!
 //! A range `[from, until)` is finished when the partition's position reaches `until`, not when
 //! a record at `until - 1` arrives: compaction, transaction markers and aborted records
-//! (`read_committed`) leave offsets without records. A partition that holds its range goes on
-//! reading ahead until it also holds as many records as its current range has offsets (and at
-//! least 64 KiB), then it is paused: memory stays bounded by the caps (plus librdkafka's own
-//! queue, `queued.max.messages.kbytes`), and a backlog is read without a pause and a resume per
-//! batch. A partition with nothing planned is paused; it is resumed when a plan needs it.
+//! (`read_committed`) leave offsets without records. A range streams: its records go to its
+//! reader in chunks as they arrive ([`KafkaSource::fetch_into`]), and the range's end is sent
+//! only once its position reached `until`. A partition is resumed when its reader (the writer
+//! of its output partition) is ready, and the fetch waits for a ready reader to take a chunk, so
+//! memory stays within the [`MemoryBudget`] whatever the size of a range. A partition that holds
+//! its range goes on reading ahead until it also holds as many records as its current range has
+//! offsets (and at least 64 KiB, and at most its share of the budget), then it is paused, so a
+//! backlog is read without a pause and a resume per batch. A partition with nothing planned is
+//! paused; it is resumed when a plan needs it.
 //!
 //! All partitions are read from the consumer's one queue by a dispatcher rather than through
 //! split per-partition queues: a record fetched between `assign` and the split would land on the
