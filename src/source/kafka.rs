@@ -255,6 +255,12 @@ impl KafkaSource {
             // at offsets that exist, so long polls would gain nothing.
             client.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
         }
+        if client.get("fetch.queue.backoff.ms").is_none() {
+            // A partition whose prefetch queue is full waits this long before its next fetch
+            // (librdkafka's default is a second): with the queue sized by the memory budget and
+            // writers slower than Kafka, that second stalled every backlog read.
+            client.set("fetch.queue.backoff.ms", FETCH_WAIT_MAX_MS);
+        }
         let consumer: StreamConsumer = client
             .create()
             .map_err(|e| Error::kafka(format!("creating a consumer for {}", config.brokers), e))?;
