@@ -31,7 +31,7 @@ use serde::Deserialize;
 use crate::duration;
 use crate::error::{Error, Result};
 use crate::sink::SqlSinkConfig;
-use crate::source::KafkaSourceConfig;
+use crate::source::{ByteSize, KafkaSourceConfig, MemoryBudget};
 
 /// The smallest batch interval weir accepts.
 pub const MIN_BATCH_INTERVAL: Duration = Duration::from_millis(50);
@@ -63,9 +63,22 @@ pub struct PipelineSection {
     /// at least 10 s. Must be a multiple of the batch interval.
     #[serde(default, with = "duration::option")]
     pub checkpoint_interval: Option<Duration>,
+    /// The most bytes of records in flight at once (librdkafka's prefetch, records read ahead,
+    /// chunks on their way to the sink), e.g. `"64MiB"` (the default); at least 4 MiB. A batch
+    /// larger than this streams through it.
+    #[serde(default)]
+    pub memory_budget: Option<ByteSize>,
 }
 
 impl PipelineSection {
+    /// The memory budget in force.
+    pub fn memory_budget(&self) -> Result<MemoryBudget> {
+        self.memory_budget.map_or_else(
+            || Ok(MemoryBudget::default()),
+            |size| MemoryBudget::new(size, "pipeline.memory_budget"),
+        )
+    }
+
     /// The snapshot interval in force.
     pub fn checkpoint_interval(&self) -> Duration {
         self.checkpoint_interval
@@ -146,6 +159,7 @@ impl PipelineConfig {
                 format!("{name:?} must be 1 to 100 of a-z A-Z 0-9 . _ -"),
             ));
         }
+        self.pipeline.memory_budget()?;
         let interval = self.pipeline.batch_interval;
         if interval < MIN_BATCH_INTERVAL {
             return Err(Error::config(

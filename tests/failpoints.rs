@@ -28,7 +28,7 @@ use weir::checkpoint::{
 };
 use weir::plan::{BatchPlan, BatchTime, OffsetRange, TopicPartition};
 use weir::sink::{CommitKey, RetryPolicy, Sink, SqlSink, SqlSinkConfig, WriteOutcome};
-use weir::source::PartitionBatch;
+use weir::source::{PartitionBatch, RangeReader, Record};
 
 use crate::sink_support::{TestDb, batch, committed, every_db};
 
@@ -82,6 +82,17 @@ async fn write(sink: &SqlSink, pipeline: &str) -> weir::Result<WriteOutcome> {
     let ranges: Vec<OffsetRange> = input.iter().map(|b| b.range.clone()).collect();
     let key = CommitKey::new(pipeline, BatchTime::from_millis(1_000), 0);
     sink.write(&key, &ranges, &input).await
+}
+
+/// Writes `orders()` as [`write`] does, streamed in chunks of 10 records.
+async fn write_streamed(sink: &SqlSink, pipeline: &str) -> weir::Result<WriteOutcome> {
+    let batch = orders().remove(0);
+    let at = BatchTime::from_millis(1_000);
+    let key = CommitKey::new(pipeline, at, 0);
+    let ranges = [batch.range.clone()];
+    let chunks = batch.records.chunks(10).map(<[Record]>::to_vec).collect();
+    let input = RangeReader::from_chunks(at, batch.range, chunks);
+    sink.write_stream(&key, &ranges, input).await
 }
 
 /// Rows of `table`, distinct ids in it, and commit rows of `pipeline`.
@@ -138,6 +149,55 @@ async fn failpoints_a_failed_attempt_is_all_or_nothing_and_the_replay_lands_once
             ensure!(replay == expected, "{what}: replay gave {replay:?}");
             ensure!(
                 write(&sink, &pipeline).await? == WriteOutcome::AlreadyCommitted,
+                "{what}"
+            );
+            ensure!(
+                landed(&db, &table, &pipeline).await? == (RECORDS, RECORDS, 1),
+                "{what}: not exactly once: {:?}",
+                landed(&db, &table, &pipeline).await?
+            );
+            sink.close().await;
+        }
+    }
+    scenario.teardown();
+    Ok(())
+}
+
+#[tokio::test]
+async fn failpoints_a_streamed_write_that_fails_between_or_within_chunks_commits_nothing()
+-> Result<()> {
+    let scenario = fail::FailScenario::setup();
+    for db in every_db().await? {
+        for (i, failpoint) in [
+            "sink::stream_chunk_received",
+            "sink::mid_data_write",
+            "sink::between_chunks",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let what = format!("{} at {failpoint}", db.name());
+            let (table, pipeline) = (format!("streamed_{i}"), format!("streamed-{i}"));
+            // Retries allowed, but the chunks taken are gone: the write must fail whole.
+            let sink = sink(&db, &table, 3).await?;
+            // At the second chunk: the first one is in the open transaction.
+            fail::cfg(failpoint, "1*off->1*return").map_err(anyhow::Error::msg)?;
+            let first = write_streamed(&sink, &pipeline).await;
+            fail::remove(failpoint);
+            let error = first.err().with_context(|| format!("{what}: no error"))?;
+            ensure!(error.is_retryable(), "{what}: {error}");
+            ensure!(error.to_string().contains(failpoint), "{what}: {error}");
+            ensure!(
+                landed(&db, &table, &pipeline).await? == (0, 0, 0),
+                "{what}: something of the failed stream landed"
+            );
+            // The batch runs again from its plan: the range streams again, once.
+            ensure!(
+                write_streamed(&sink, &pipeline).await? == committed(25, 0, 0),
+                "{what}"
+            );
+            ensure!(
+                write_streamed(&sink, &pipeline).await? == WriteOutcome::AlreadyCommitted,
                 "{what}"
             );
             ensure!(

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use crate::checkpoint::OperatorState;
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, TopicPartition};
 use crate::sink::{CommitKey, Sink, WriteOutcome, source_partition_id};
-use crate::source::PartitionBatch;
+use crate::source::{PartitionBatch, RangeReader};
 
 /// What one batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +67,31 @@ pub trait BatchJob: Send {
         plan: &BatchPlan,
         input: Vec<PartitionBatch>,
     ) -> impl Future<Output = Result<BatchOutcome>> + Send;
+
+    /// Runs one batch whose records arrive while it runs: one reader per range of the plan.
+    /// The default collects every range whole, then calls [`run_batch`](BatchJob::run_batch)
+    /// (jobs that shuffle need the whole batch anyway).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`run_batch`](BatchJob::run_batch).
+    fn run_streamed(
+        &mut self,
+        plan: &BatchPlan,
+        input: Vec<RangeReader>,
+    ) -> impl Future<Output = Result<BatchOutcome>> + Send {
+        async move {
+            let input =
+                futures::future::try_join_all(input.into_iter().map(RangeReader::collect)).await?;
+            self.run_batch(plan, input).await
+        }
+    }
+
+    /// Whether a batch that failed with an error that may pass can simply run again from its
+    /// plan in the same process: true for jobs that keep no state between batches.
+    fn reruns(&self) -> bool {
+        false
+    }
 
     /// The state of every stateful operator after the last batch, keyed by operator id, for a
     /// snapshot. Encoding a large state takes CPU: a job with state does it on a blocking
@@ -185,6 +211,55 @@ impl<S: Sink + 'static> BatchJob for TableJob<S> {
         let outcome = BatchOutcome { records, ..outcome };
         self.report(plan, &outcome, started.elapsed());
         Ok(outcome)
+    }
+
+    /// Each range goes into its output partition's transaction chunk by chunk as it is read.
+    /// A writer beyond `parallelism` starts when one finishes; until then its range waits in
+    /// the source (its channel full, the partition paused), which bounds memory.
+    async fn run_streamed(
+        &mut self,
+        plan: &BatchPlan,
+        input: Vec<RangeReader>,
+    ) -> Result<BatchOutcome> {
+        let started = Instant::now();
+        let read = input.first().map(RangeReader::read_counter);
+        let writes = input
+            .into_iter()
+            .map(|reader| (plan.covered_by(reader.range()), reader))
+            // Nothing read and nothing lost moves no offset: no transaction needed.
+            .filter(|(ranges, _)| ranges.iter().any(|r| !r.is_empty()))
+            .map(|(ranges, reader)| {
+                let sink = Arc::clone(&self.sink);
+                let key = CommitKey {
+                    pipeline: self.pipeline.clone(),
+                    batch_time: plan.batch_time,
+                    partition_id: source_partition_id(&reader.range().tp),
+                };
+                // A task of its own, so that mapping runs on every core; dropped with the
+                // batch, it is aborted (its transaction rolls back).
+                let write = async move { sink.write_stream(&key, &ranges, reader).await };
+                AbortOnDropHandle::new(tokio::spawn(write.instrument(Span::current())))
+            });
+        let outcome = stream::iter(writes)
+            .buffer_unordered(self.parallelism)
+            .map(|joined| {
+                joined.map_err(|e| Error::TaskFailed {
+                    what: format!("a sink write of batch {}", plan.batch_time),
+                    message: e.to_string(),
+                })?
+            })
+            .try_fold(BatchOutcome::default(), |acc, outcome| async move {
+                Ok(acc.add(&outcome))
+            })
+            .await?;
+        let records = read.map_or(0, |r| r.load(Ordering::Relaxed));
+        let outcome = BatchOutcome { records, ..outcome };
+        self.report(plan, &outcome, started.elapsed());
+        Ok(outcome)
+    }
+
+    fn reruns(&self) -> bool {
+        true
     }
 }
 

@@ -73,7 +73,11 @@ pub async fn run_pipeline(
         table = %config.sink.table,
     );
 
-    let source = KafkaSource::connect(&config.source, &config.group_id())?;
+    let source = KafkaSource::connect_with_budget(
+        &config.source,
+        &config.group_id(),
+        section.memory_budget()?,
+    )?;
     let identity = pipeline_identity(config);
     let store = cross_check::reconcile(store, &identity, &sink, &source, config).await?;
     let planner =

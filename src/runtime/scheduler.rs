@@ -24,7 +24,11 @@ use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, BatchTime, TopicPartition, interval_millis};
 use crate::rate::{BatchStats, RateController};
-use crate::source::{Planner, Source, lags};
+use crate::sink::RetryPolicy;
+use crate::source::{Planner, Source, lags, range_channels};
+
+/// Chunks a range's channel holds between the source and its writer.
+const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// Time between attempts to write a checkpoint that failed with an error that may pass.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
@@ -71,6 +75,8 @@ pub struct Scheduler<S, J> {
     store: Arc<Mutex<CheckpointStore>>,
     job: J,
     shutdown: CancellationToken,
+    /// How often a failed batch runs again (see [`BatchJob::reruns`]).
+    rerun: RetryPolicy,
 }
 
 impl<S: Source, J: BatchJob> Scheduler<S, J> {
@@ -92,6 +98,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
             store: Arc::new(Mutex::new(store)),
             job,
             shutdown,
+            rerun: RetryPolicy::default(),
         }
     }
 
@@ -138,6 +145,14 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
             let caps = self
                 .rate
                 .caps(&lags(self.planner.positions(), &watermarks), interval);
+            // The first batch after a start is kept small, so that the first rows land within
+            // about a second even on a backlog; later ones take what the caps allow (a batch
+            // streams, so memory does not depend on its size).
+            let caps = if summary.batches == 0 {
+                limit_batch(caps)
+            } else {
+                caps
+            };
             let plan = self.planner.plan(t, &watermarks, &caps)?;
             let lag = Lag::measure(&lags(&plan.end_positions(), &watermarks));
             let span = batch_span(&plan, scheduling_delay, &lag);
@@ -239,16 +254,67 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
         }
     }
 
+    /// Runs a batch; a job that keeps no state runs it again from its plan after an error that
+    /// may pass (a database restart mid-stream), re-reading its ranges: committed output
+    /// partitions find their commit rows, the others write again.
     async fn execute(&mut self, plan: &BatchPlan, replay: bool) -> Result<BatchOutcome> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.execute_once(plan, replay).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(error) => error,
+            };
+            if !self.job.reruns()
+                || !error.is_retryable()
+                || attempt >= self.rerun.max_attempts
+                || self.shutdown.is_cancelled()
+            {
+                return Err(error);
+            }
+            let wait = self.rerun.backoff(attempt);
+            warn!(message = "Batch failed; running it again from its plan.", batch_time = %plan.batch_time, attempt, ?wait, %error);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.shutdown.cancelled() => return Err(error),
+            }
+            // The source's buffers are in an unknown state: read the ranges again from their
+            // starts.
+            let positions = plan.ranges.iter().map(|r| (r.tp.clone(), r.from)).collect();
+            self.source.assign(&positions)?;
+        }
+    }
+
+    /// Reads the plan's ranges and runs the job on them at once: each range streams from the
+    /// source into the job. A fetch that fails ends the batch with its error (the job's writes,
+    /// dropped, roll back); a job that fails stops the fetch.
+    async fn execute_once(&mut self, plan: &BatchPlan, replay: bool) -> Result<BatchOutcome> {
         let assigned = self.source.assigned();
         if plan.ranges.iter().any(|r| !assigned.contains(&r.tp)) {
             // A partition appeared: assign everything again at the plan's starting offsets.
             let positions = plan.ranges.iter().map(|r| (r.tp.clone(), r.from)).collect();
             self.source.assign(&positions)?;
         }
-        let input = self.source.fetch(plan, replay).await?;
-        fail::fail_point!("runtime::after_fetch");
-        self.job.run_batch(plan, input).await
+        let (senders, readers) = range_channels(plan.batch_time, &plan.ranges, CHUNKS_IN_FLIGHT);
+        let fetch = self.source.fetch_into(plan, replay, senders);
+        let run = self.job.run_streamed(plan, readers);
+        tokio::pin!(fetch, run);
+        let (read, outcome) = tokio::select! {
+            biased;
+            read = &mut fetch => {
+                let read = read?;
+                fail::fail_point!("runtime::after_fetch");
+                (read, run.await?)
+            }
+            outcome = &mut run => {
+                let outcome = outcome?;
+                (fetch.await?, outcome)
+            }
+        };
+        Ok(BatchOutcome {
+            records: read,
+            ..outcome
+        })
     }
 
     async fn log_plan(&self, plan: &BatchPlan) -> Result<()> {
@@ -330,6 +396,20 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
             () = self.shutdown.cancelled() => false,
         }
     }
+}
+
+/// Records the first batch after a start covers at most, over all partitions, whatever the
+/// rate caps.
+const MAX_BATCH_RECORDS: u64 = 100_000;
+
+/// `caps`, each at most its share of [`MAX_BATCH_RECORDS`] (at least 1,000 records).
+fn limit_batch(
+    caps: BTreeMap<TopicPartition, Option<u64>>,
+) -> BTreeMap<TopicPartition, Option<u64>> {
+    let share = (MAX_BATCH_RECORDS / caps.len().max(1) as u64).max(1_000);
+    caps.into_iter()
+        .map(|(tp, cap)| (tp, Some(cap.map_or(share, |c| c.min(share)))))
+        .collect()
 }
 
 /// The next batch time after `last`: one interval later, or the current grid point when the
@@ -440,6 +520,18 @@ fn lock(store: &Mutex<CheckpointStore>) -> Result<std::sync::MutexGuard<'_, Chec
 mod tests {
     use super::*;
     use crate::plan::OffsetRange;
+
+    #[test]
+    fn a_batch_is_limited_whatever_the_caps() {
+        let tp = |p| TopicPartition::new("t", p);
+        let caps = BTreeMap::from([(tp(0), None), (tp(1), Some(5)), (tp(2), Some(1_000_000))]);
+        let limited = limit_batch(caps);
+        let share = MAX_BATCH_RECORDS / 3;
+        assert_eq!(
+            limited,
+            BTreeMap::from([(tp(0), Some(share)), (tp(1), Some(5)), (tp(2), Some(share))])
+        );
+    }
 
     #[test]
     fn no_flood_of_missed_batches() {

@@ -47,7 +47,7 @@ pub(crate) use mapping::{Op, RowMapper};
 
 use crate::error::Result;
 use crate::plan::{BatchTime, OffsetRange, TopicPartition};
-use crate::source::PartitionBatch;
+use crate::source::{PartitionBatch, RangeReader};
 
 /// The idempotency token of one atomic write: `(pipeline, batch time, output partition)`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -164,6 +164,29 @@ pub trait Sink: Send + Sync {
         ranges: &[OffsetRange],
         input: &[PartitionBatch],
     ) -> impl Future<Output = Result<WriteOutcome>> + Send;
+
+    /// [`write`](Sink::write) with the records of one Kafka range arriving in chunks while the
+    /// write runs, as the main job streams a batch: a sink that can should open its transaction
+    /// and write each chunk as it comes, so that a batch larger than memory streams through.
+    /// The default collects the whole range, then calls [`write`](Sink::write).
+    ///
+    /// A reader that fails (its fetch stopped) must fail the write before COMMIT. A write that
+    /// has taken chunks cannot retry by itself (they are gone): it fails, and the batch runs
+    /// again from its logged plan.
+    ///
+    /// # Cancel safety
+    /// As [`write`](Sink::write).
+    fn write_stream(
+        &self,
+        key: &CommitKey,
+        ranges: &[OffsetRange],
+        input: RangeReader,
+    ) -> impl Future<Output = Result<WriteOutcome>> + Send {
+        async move {
+            let batch = input.collect().await?;
+            self.write(key, ranges, std::slice::from_ref(&batch)).await
+        }
+    }
 
     /// Renames output partition ids in the sink's bookkeeping: each `(old, tp, new)` moves the
     /// commits, positions and dead letters of output partition `old` (which wrote `tp`) to

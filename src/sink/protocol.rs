@@ -22,9 +22,10 @@ use crate::sink::copy_text;
 use crate::sink::dead_letter::{self, INSERT_DEAD_LETTER};
 use crate::sink::dialect::{Conflict, Dialect, STAGE_TABLE, TableSql};
 use crate::sink::failpoint::failpoint;
-use crate::sink::mapping::{Mapped, Op, Origin};
+use crate::sink::mapping::{Mapped, Op, Origin, RowMapper};
 use crate::sink::value::SqlValue;
 use crate::sink::{CommitKey, WriteCounts, WriteOutcome, is_source_partition_id};
+use crate::source::{PartitionBatch, RangeReader};
 
 /// PostgreSQL COPY chunks hold at least this many rows: COPY has no parameter limit, and fewer,
 /// larger chunks cost fewer round trips.
@@ -49,6 +50,16 @@ impl From<Error> for AttemptError {
     fn from(error: Error) -> Self {
         Self::Failed(error)
     }
+}
+
+/// The rows of one attempt: mapped in advance, or mapped chunk by chunk as a range streams in.
+/// Chunks in upsert mode keep the last write per key within the chunk, and later chunks
+/// overwrite earlier ones in order, so the table ends as a whole-batch reduction would leave it.
+pub(crate) enum Data<'m, 'r> {
+    /// Every row of the write.
+    Mapped(&'m Mapped<'m>),
+    /// A range's records, mapped and written one chunk at a time.
+    Stream(&'m RowMapper, &'r mut RangeReader),
 }
 
 /// Everything about the target table that does not change between writes.
@@ -135,7 +146,7 @@ impl TableWriter {
         key: &CommitKey,
         ranges: &[OffsetRange],
         ranges_json: &str,
-        mapped: &Mapped<'_>,
+        data: Data<'_, '_>,
     ) -> Result<WriteOutcome, AttemptError> {
         failpoint("sink::before_begin")?;
         let mut tx = pool
@@ -143,7 +154,7 @@ impl TableWriter {
             .await
             .map_err(db(format!("{}: beginning the transaction", describe(key))))?;
         let result = self
-            .in_transaction(&mut tx, key, ranges, ranges_json, mapped)
+            .in_transaction(&mut tx, key, ranges, ranges_json, data)
             .await;
         let counts = match result {
             Ok(Some(counts)) => counts,
@@ -176,7 +187,7 @@ impl TableWriter {
         key: &CommitKey,
         ranges: &[OffsetRange],
         ranges_json: &str,
-        mapped: &Mapped<'_>,
+        data: Data<'_, '_>,
     ) -> Result<Option<WriteCounts>> {
         let dialect = self.table.dialect;
         if !insert_commit_row(tx, dialect, key, ranges_json).await? {
@@ -193,22 +204,49 @@ impl TableWriter {
             advance_offsets(tx, dialect, key, range).await?;
         }
         failpoint("sink::after_commit_row_before_data")?;
+        let mut counts = WriteCounts::default();
+        match data {
+            Data::Mapped(mapped) => self.write_mapped(tx, key, mapped, &mut counts).await?,
+            Data::Stream(mapper, input) => {
+                while let Some(records) = input.next_chunk().await? {
+                    failpoint("sink::stream_chunk_received")?;
+                    let batch = PartitionBatch {
+                        range: input.range().clone(),
+                        records,
+                    };
+                    let mapped = mapper.map(std::slice::from_ref(&batch));
+                    self.write_mapped(tx, key, &mapped, &mut counts).await?;
+                    failpoint("sink::between_chunks")?;
+                }
+            }
+        }
+        failpoint("sink::after_data_before_commit")?;
+        Ok(Some(counts))
+    }
 
-        let mut counts = WriteCounts {
-            ignored: mapped.ignored,
-            ..WriteCounts::default()
-        };
+    /// Step 3 and the dead letters of step 4 for one set of mapped records: the whole batch,
+    /// or one chunk of a streamed one.
+    async fn write_mapped(
+        &self,
+        tx: &mut SinkTx,
+        key: &CommitKey,
+        mapped: &Mapped<'_>,
+        counts: &mut WriteCounts,
+    ) -> Result<()> {
+        let dialect = self.table.dialect;
+
+        counts.ignored += mapped.ignored;
         let mut rejected: Vec<(Origin<'_>, String)> = Vec::new();
         for r in &mapped.rejected {
-            self.reject(r.origin, &r.reason, &mut counts, &mut rejected)?;
+            self.reject(r.origin, &r.reason, counts, &mut rejected)?;
         }
         let (deletes, writes): (Vec<_>, Vec<_>) = mapped
             .ops
             .iter()
             .partition(|(op, _)| matches!(op, Op::Delete(_)));
-        self.write_ops(tx, key, &deletes, &mut counts, &mut rejected)
+        self.write_ops(tx, key, &deletes, counts, &mut rejected)
             .await?;
-        self.write_ops(tx, key, &writes, &mut counts, &mut rejected)
+        self.write_ops(tx, key, &writes, counts, &mut rejected)
             .await?;
         for (origin, reason) in &rejected {
             let sql = dialect.placeholders(INSERT_DEAD_LETTER);
@@ -221,8 +259,7 @@ impl TableWriter {
                     origin.record.offset
                 )))?;
         }
-        failpoint("sink::after_data_before_commit")?;
-        Ok(Some(counts))
+        Ok(())
     }
 
     /// Applies `on_error` to one refused record.

@@ -102,7 +102,7 @@ where
 }
 
 /// Whether the commit row of `key` exists (with these ranges), waiting out transient errors.
-async fn resolve(
+pub(crate) async fn resolve(
     policy: &RetryPolicy,
     pool: &SinkPool,
     key: &CommitKey,

@@ -10,11 +10,11 @@ use crate::sink::dialect::{
     Conflict, Dialect, MYSQL_BYTE_COLLATIONS, TableSql, mysql_compares_bytes,
 };
 use crate::sink::mapping::RowMapper;
-use crate::sink::protocol::TableWriter;
-use crate::sink::retry::{RetryPolicy, with_retries};
+use crate::sink::protocol::{AttemptError, Data, TableWriter, describe};
+use crate::sink::retry::{RetryPolicy, resolve, with_retries};
 use crate::sink::value::SqlValue;
 use crate::sink::{CommitKey, CommittedPosition, Sink, WriteOutcome};
-use crate::source::PartitionBatch;
+use crate::source::{PartitionBatch, RangeReader};
 
 /// Writes Kafka records into one SQL table, exactly once per `(pipeline, batch time, partition)`.
 ///
@@ -404,11 +404,62 @@ impl Sink for SqlSink {
         })?;
         let mapped = self.mapper.map(input);
         with_retries(&self.retry, &opened.pool, key, &ranges, || {
-            opened
-                .writer
-                .attempt(&opened.pool, key, &ranges, &ranges_json, &mapped)
+            opened.writer.attempt(
+                &opened.pool,
+                key,
+                &ranges,
+                &ranges_json,
+                Data::Mapped(&mapped),
+            )
         })
         .await
+    }
+
+    /// Opens the transaction, inserts the commit row and checks contiguity before it takes the
+    /// first chunk, then maps and writes each chunk as it arrives; COMMIT once the range is
+    /// complete. Failures before the first chunk is taken are retried here; later ones fail the
+    /// write (the chunks are gone), and the batch runs again from its logged plan.
+    async fn write_stream(
+        &self,
+        key: &CommitKey,
+        ranges: &[OffsetRange],
+        mut input: RangeReader,
+    ) -> Result<WriteOutcome> {
+        let opened = self.opened()?;
+        // By partition, keeping each partition's order: a recorded gap comes before the range it
+        // bridges, and the contiguity check advances across it in that order.
+        let mut ranges = ranges.to_vec();
+        ranges.sort_by(|a, b| a.tp.cmp(&b.tp));
+        let ranges_json = serde_json::to_string(&ranges).map_err(|e| Error::Batch {
+            batch_time: key.batch_time,
+            message: format!("cannot encode the offset ranges: {e}"),
+        })?;
+        let mut n = 0;
+        loop {
+            n += 1;
+            let data = Data::Stream(&self.mapper, &mut input);
+            let error = match opened
+                .writer
+                .attempt(&opened.pool, key, &ranges, &ranges_json, data)
+                .await
+            {
+                Ok(outcome) => return Ok(outcome),
+                Err(AttemptError::CommitUnknown { error, counts }) => {
+                    tracing::warn!(write = %describe(key), %error, "COMMIT outcome unknown; reading the commit table");
+                    if resolve(&self.retry, &opened.pool, key, &ranges).await? {
+                        return Ok(WriteOutcome::committed(counts));
+                    }
+                    return Err(error);
+                }
+                Err(AttemptError::Failed(error)) => error,
+            };
+            if input.started() || !error.is_retryable() || n >= self.retry.max_attempts {
+                return Err(error);
+            }
+            let wait = self.retry.jittered_backoff(n);
+            tracing::warn!(write = %describe(key), attempt = n, ?wait, %error, "Sink write failed; retrying.");
+            tokio::time::sleep(wait).await;
+        }
     }
 
     async fn fold_commits(&self, pipeline: &str, before: BatchTime) -> Result<u64> {

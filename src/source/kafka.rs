@@ -3,11 +3,15 @@
 //!
 //! A range `[from, until)` is finished when the partition's position reaches `until`, not when
 //! a record at `until - 1` arrives: compaction, transaction markers and aborted records
-//! (`read_committed`) leave offsets without records. A partition that holds its range goes on
-//! reading ahead until it also holds as many records as its current range has offsets (and at
-//! least 64 KiB), then it is paused: memory stays bounded by the caps (plus librdkafka's own
-//! queue, `queued.max.messages.kbytes`), and a backlog is read without a pause and a resume per
-//! batch. A partition with nothing planned is paused; it is resumed when a plan needs it.
+//! (`read_committed`) leave offsets without records. A range streams: its records go to its
+//! reader in chunks as they arrive ([`KafkaSource::fetch_into`]), and the range's end is sent
+//! only once its position reached `until`. A partition is resumed when its reader (the writer
+//! of its output partition) is ready, and the fetch waits for a ready reader to take a chunk, so
+//! memory stays within the [`MemoryBudget`] whatever the size of a range. A partition that holds
+//! its range goes on reading ahead until it also holds as many records as its current range has
+//! offsets (and at least 64 KiB, and at most its share of the budget), then it is paused, so a
+//! backlog is read without a pause and a resume per batch. A partition with nothing planned is
+//! paused; it is resumed when a plan needs it.
 //!
 //! All partitions are read from the consumer's one queue by a dispatcher rather than through
 //! split per-partition queues: a record fetched between `assign` and the split would land on the
@@ -28,9 +32,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
+use super::budget::{ChunkLimits, MemoryBudget};
 use super::config::{KafkaSourceConfig, StartingOffsets};
 use super::planner::Watermarks;
-use super::record::{PartitionBatch, Record};
+use super::record::{PartitionBatch, RangeReader, RangeSender, Record, Sent, range_channels};
 use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, OffsetRange, TopicPartition};
@@ -44,6 +49,9 @@ const SLOW_WARNING: Duration = Duration::from_secs(10);
 /// The least a partition with a backlog reads ahead (see [`PartitionState::wants_more`]), so
 /// that small ranges of small records do not pause and resume it at every batch.
 const MIN_READ_AHEAD_BYTES: usize = 64 << 10;
+/// How long the fetch waits for a ready reader to take a chunk before it pauses the partition
+/// instead (pausing drops what librdkafka prefetched for it, so it is the exception).
+const SEND_WAIT: Duration = Duration::from_millis(500);
 /// librdkafka's `fetch.wait.max.ms` unless the user sets it (librdkafka's default is 500).
 const FETCH_WAIT_MAX_MS: &str = "20";
 
@@ -64,10 +72,12 @@ struct PartitionState {
 
 impl PartitionState {
     /// True while the partition should go on reading beyond its range: it holds fewer records
-    /// than its latest range had offsets, or less than [`MIN_READ_AHEAD_BYTES`]. A partition
-    /// whose latest range was empty is idle and reads nothing ahead.
-    fn wants_more(&self) -> bool {
+    /// than its latest range had offsets, or less than [`MIN_READ_AHEAD_BYTES`], and less than
+    /// its share of the memory budget. A partition whose latest range was empty is idle and
+    /// reads nothing ahead.
+    fn wants_more(&self, max_ahead_bytes: usize) -> bool {
         self.read_ahead > 0
+            && self.ahead.bytes < max_ahead_bytes
             && (self.ahead.records.len() < self.read_ahead
                 || self.ahead.bytes < MIN_READ_AHEAD_BYTES)
     }
@@ -227,6 +237,93 @@ fn call_error(consumer: &SourceConsumer, context: impl Into<String>, e: KafkaErr
         .unwrap_or_else(|| Error::kafka(context, e))
 }
 
+/// A planned range during a fetch: its records on their way to its output.
+#[derive(Debug)]
+struct OpenRange {
+    range: OffsetRange,
+    /// `None` once the reader is gone (or when nobody reads the range): records are dropped.
+    sender: Option<RangeSender>,
+    limits: ChunkLimits,
+    /// The chunk being filled, and its approximate size.
+    chunk: Vec<Record>,
+    chunk_bytes: usize,
+    /// Full chunks the output has no room for yet.
+    pending: VecDeque<Vec<Record>>,
+    /// True once the partition's position reached `until`.
+    complete: bool,
+    /// True while the partition is paused because the output is full.
+    throttled: bool,
+    /// Records of the range received.
+    read: u64,
+}
+
+impl OpenRange {
+    fn push(&mut self, record: Record) {
+        self.read += 1;
+        if self.sender.is_none() {
+            return;
+        }
+        self.chunk_bytes += record_bytes(&record);
+        self.chunk.push(record);
+        if self.chunk.len() >= self.limits.records || self.chunk_bytes >= self.limits.bytes {
+            self.seal();
+        }
+    }
+
+    fn seal(&mut self) {
+        if !self.chunk.is_empty() {
+            self.pending.push_back(std::mem::take(&mut self.chunk));
+            self.chunk_bytes = 0;
+        }
+    }
+
+    fn complete(&mut self) {
+        self.complete = true;
+        self.seal();
+    }
+
+    /// Sends pending chunks while the output takes them (waiting up to [`SEND_WAIT`] for a
+    /// ready reader); true when some are left.
+    async fn deliver(&mut self) -> bool {
+        if self.sender.as_ref().is_some_and(RangeSender::is_closed) {
+            self.sender = None;
+        }
+        let Some(sender) = &self.sender else {
+            self.pending.clear();
+            return false;
+        };
+        let wanted = sender.is_wanted();
+        while let Some(chunk) = self.pending.pop_front() {
+            let sent = if wanted {
+                sender.send_within(chunk, SEND_WAIT).await
+            } else {
+                sender.try_send(chunk)
+            };
+            match sent {
+                Sent::Sent => {}
+                Sent::Full(chunk) => {
+                    self.pending.push_front(chunk);
+                    return true;
+                }
+                Sent::Dropped => {
+                    self.sender = None;
+                    self.pending.clear();
+                    self.chunk.clear();
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// True when the range is read and delivered, and its end can be sent without waiting.
+    fn is_delivered(&self) -> bool {
+        self.complete
+            && self.pending.is_empty()
+            && self.sender.as_ref().is_none_or(RangeSender::has_room)
+    }
+}
+
 /// The direct Kafka source.
 pub struct KafkaSource {
     consumer: Arc<SourceConsumer>,
@@ -235,6 +332,9 @@ pub struct KafkaSource {
     /// True while a background request wakes librdkafka's fetchers (see
     /// [`KafkaSource::wake_fetchers`]).
     waking: Arc<AtomicBool>,
+    budget: MemoryBudget,
+    /// What each partition may read ahead, by the budget and the partitions of the last plan.
+    max_ahead_bytes: usize,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -247,15 +347,37 @@ impl std::fmt::Debug for KafkaSource {
 }
 
 impl KafkaSource {
-    /// Creates the consumer; nothing is assigned until [`KafkaSource::assign`].
+    /// Creates the consumer with the default memory budget; nothing is assigned until
+    /// [`KafkaSource::assign`].
     pub fn connect(config: &KafkaSourceConfig, group_id: &str) -> Result<Self> {
+        Self::connect_with_budget(config, group_id, MemoryBudget::default())
+    }
+
+    /// Creates the consumer, its prefetch and the chunks of its fetches sized by `budget`
+    /// (librdkafka properties the user set in `source.properties` win); nothing is assigned
+    /// until [`KafkaSource::assign`].
+    pub fn connect_with_budget(
+        config: &KafkaSourceConfig,
+        group_id: &str,
+        budget: MemoryBudget,
+    ) -> Result<Self> {
         let mut client = config.client_config(group_id);
-        client.set("queued.max.messages.kbytes", "32768");
+        for (key, value) in budget.kafka_properties() {
+            if !config.properties.contains_key(key) {
+                client.set(key, value);
+            }
+        }
         if client.get("fetch.wait.max.ms").is_none() {
             // A Fetch still waiting when its partitions are paused holds up the next Fetch and
             // every offsets request on the connection for this long: keep it short. Ranges end
             // at offsets that exist, so long polls would gain nothing.
             client.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+        }
+        if client.get("fetch.queue.backoff.ms").is_none() {
+            // A partition whose prefetch queue is full waits this long before its next fetch
+            // (librdkafka's default is a second): with the queue sized by the memory budget and
+            // writers slower than Kafka, that second stalled every backlog read.
+            client.set("fetch.queue.backoff.ms", FETCH_WAIT_MAX_MS);
         }
         let context = SourceContext::new(config.properties.get("sasl.password").cloned());
         let consumer: SourceConsumer = client
@@ -266,6 +388,8 @@ impl KafkaSource {
             config: config.clone(),
             partitions: BTreeMap::new(),
             waking: Arc::new(AtomicBool::new(false)),
+            budget,
+            max_ahead_bytes: budget.ahead_bytes(1),
         })
     }
 
@@ -438,20 +562,46 @@ impl KafkaSource {
     }
 
     /// Reads every record of every range of `plan`, one [`PartitionBatch`] per range, in the
-    /// plan's order. Partitions not in the plan, or whose range is empty, are not touched.
-    ///
-    /// Every planned partition must be assigned at a position at or before its `from`, and
-    /// ranges must follow the previous fetch's (invariant 1); the source drops redelivered
-    /// records and keeps records beyond `until` for the next range.
+    /// plan's order (see [`KafkaSource::fetch_into`]).
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe: records received before cancellation are lost from this source's
     /// buffers. After a cancellation, re-[`assign`](KafkaSource::assign) before fetching again.
     pub async fn fetch(&mut self, plan: &BatchPlan) -> Result<Vec<PartitionBatch>> {
+        let (senders, readers) = range_channels(plan.batch_time, &plan.ranges, 2);
+        let collect = futures::future::try_join_all(readers.into_iter().map(RangeReader::collect));
+        // Both to the end: a failed fetch's own error is the one to report.
+        let (read, batches) = tokio::join!(self.fetch_into(plan, senders), collect);
+        read?;
+        batches
+    }
+
+    /// Reads every record of every range of `plan`, sending each range's records to its
+    /// output in chunks as they arrive; returns the records read. Partitions not in the plan,
+    /// or whose range is empty, are not touched.
+    ///
+    /// A range whose output is full waits: its partition is paused until the output has room,
+    /// while the others go on, so memory stays bounded by the chunks in flight whatever the
+    /// size of the batch. Every planned partition must be assigned at a position at or before
+    /// its `from`, and ranges must follow the previous fetch's (invariant 1); the source drops
+    /// redelivered records and keeps records beyond `until` for the next range.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: records received before cancellation are lost from this source's
+    /// buffers. After a cancellation, re-[`assign`](KafkaSource::assign) before fetching again.
+    pub async fn fetch_into(&mut self, plan: &BatchPlan, outputs: Vec<RangeSender>) -> Result<u64> {
         self.skip_to_plan(plan)?;
-        let mut open: BTreeMap<TopicPartition, PartitionBatch> = BTreeMap::new();
-        let mut done: BTreeMap<TopicPartition, PartitionBatch> = BTreeMap::new();
+        let taken = outputs.first().map(RangeSender::taken);
+        let mut outputs: BTreeMap<TopicPartition, RangeSender> = outputs
+            .into_iter()
+            .map(|o| (o.range().tp.clone(), o))
+            .collect();
+        let limits = self.budget.chunk_limits(plan.ranges.len());
+        self.max_ahead_bytes = self.budget.ahead_bytes(plan.ranges.len());
+        let max_ahead = self.max_ahead_bytes;
+        let mut open: BTreeMap<TopicPartition, OpenRange> = BTreeMap::new();
         let mut resume = Vec::new();
         let mut pause = Vec::new();
         for range in &plan.ranges {
@@ -462,16 +612,25 @@ impl KafkaSource {
                     batch_time: plan.batch_time,
                     message: format!("{} is planned but not assigned", range.tp),
                 })?;
-            let mut batch = PartitionBatch {
+            let mut output = OpenRange {
                 range: range.clone(),
-                records: Vec::new(),
+                sender: outputs.remove(&range.tp),
+                limits,
+                chunk: Vec::new(),
+                chunk_bytes: 0,
+                pending: VecDeque::new(),
+                complete: false,
+                throttled: false,
+                read: 0,
             };
             // Records received ahead during earlier fetches come first.
             while let Some(record) = state.ahead.records.front() {
                 if record.offset < range.from {
                     state.ahead.pop();
                 } else if record.offset < range.until {
-                    batch.records.extend(state.ahead.pop());
+                    if let Some(record) = state.ahead.pop() {
+                        output.push(record);
+                    }
                 } else {
                     break;
                 }
@@ -479,9 +638,9 @@ impl KafkaSource {
             let reached = !state.ahead.records.is_empty() || state.received >= range.until;
             state.read_ahead = usize::try_from(range.len()).unwrap_or(usize::MAX);
             if range.is_empty() || reached {
-                done.insert(range.tp.clone(), batch);
+                output.complete();
                 // Read the next range while this batch runs, or stop reading an idle partition.
-                let wanted = state.wants_more();
+                let wanted = state.wants_more(max_ahead);
                 if wanted && state.paused {
                     resume.push(range.tp.clone());
                     state.paused = false;
@@ -489,20 +648,128 @@ impl KafkaSource {
                     pause.push(range.tp.clone());
                     state.paused = true;
                 }
-            } else {
-                if state.paused {
-                    resume.push(range.tp.clone());
-                    state.paused = false;
-                }
-                open.insert(range.tp.clone(), batch);
+            }
+            // A range still to read is resumed once its reader asks (see `deliver`).
+            open.insert(range.tp.clone(), output);
+        }
+        self.pause_list(&pause)?;
+        self.resume_list(&resume)?;
+
+        let mut waited = Duration::ZERO;
+        let mut read = 0;
+        // A record borrows the consumer; a handle of our own leaves `self` free to update.
+        let consumer = Arc::clone(&self.consumer);
+        let taken = taken.unwrap_or_default();
+        loop {
+            read += self.deliver(&mut open).await?;
+            if open.is_empty() {
+                break;
+            }
+            if open.values().all(|o| o.complete) {
+                // Everything is read: wait for the outputs to take what they hold.
+                let _ = tokio::time::timeout(IDLE_CHECK, taken.notified()).await;
+                continue;
+            }
+            tokio::select! {
+                received = tokio::time::timeout(IDLE_CHECK, consumer.recv()) => match received {
+                    Ok(Ok(message)) => self.dispatch(&message, &mut open)?,
+                    Ok(Err(e)) => {
+                        if matches!(
+                            e.rdkafka_error_code(),
+                            Some(
+                                RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+                            )
+                        ) {
+                            return Err(self.lost_while_reading(&open, e).await);
+                        }
+                        let error = call_error(&consumer, "reading records", e);
+                        if !error.is_retryable() {
+                            return Err(error);
+                        }
+                        warn!(message = "Kafka read failed; retrying.", %error);
+                    }
+                    Err(_elapsed) => {
+                        if let Some(refusal) = consumer.context().refusal() {
+                            return Err(refusal);
+                        }
+                        self.finish_by_position(&mut open)?;
+                        waited += IDLE_CHECK;
+                        if waited >= SLOW_WARNING {
+                            waited = Duration::ZERO;
+                            for output in open.values().filter(|o| !o.complete && !o.throttled) {
+                                warn!(
+                                    message = "Partition is slow to reach the end of its planned range; still waiting.",
+                                    batch_time = %plan.batch_time,
+                                    range = %output.range,
+                                    received = output.read,
+                                );
+                            }
+                        }
+                    }
+                },
+                () = taken.notified() => {}
             }
         }
+        Ok(read)
+    }
+
+    /// Hands every open range's chunks to its output. A ready reader (its writer asked for
+    /// data) is waited for up to [`SEND_WAIT`]: the fetch goes at the pace of the writers. One
+    /// that is not ready, or does not take a chunk in time (its writer waits for a lock another
+    /// writer of the batch holds), is not waited for: its partition is paused until the reader
+    /// has room again, so that the other partitions go on. A range is resumed once its reader
+    /// is ready; ranges read and delivered to the end are dropped (returning their records).
+    async fn deliver(&mut self, open: &mut BTreeMap<TopicPartition, OpenRange>) -> Result<u64> {
+        let mut pause = Vec::new();
+        let mut resume = Vec::new();
+        let mut delivered = Vec::new();
+        for (tp, output) in open.iter_mut() {
+            let full = output.deliver().await;
+            let wanted = output.sender.as_ref().is_some_and(RangeSender::is_wanted);
+            let paused = self.partitions.get(tp).is_none_or(|s| s.paused);
+            if output.is_delivered() {
+                delivered.push(tp.clone());
+            } else if output.complete {
+                // Read to its end: nothing to pause or resume.
+            } else if full && !paused {
+                output.throttled = true;
+                pause.push(tp.clone());
+            } else if !full && paused && (wanted || output.sender.is_none()) {
+                output.throttled = false;
+                resume.push(tp.clone());
+            }
+        }
+        let mut read = 0;
+        for tp in delivered {
+            if let Some(output) = open.remove(&tp) {
+                read += output.read;
+                if let Some(sender) = output.sender {
+                    // Room was checked by `is_delivered`.
+                    sender.try_finish();
+                }
+            }
+        }
+        for tp in pause.iter().chain(&resume) {
+            if let Some(state) = self.partitions.get_mut(tp) {
+                state.paused = !state.paused;
+            }
+        }
+        self.pause_list(&pause)?;
+        self.resume_list(&resume)?;
+        Ok(read)
+    }
+
+    fn pause_list(&self, pause: &[TopicPartition]) -> Result<()> {
         if !pause.is_empty() {
             let list = partition_list(pause.iter().map(|tp| (tp, Offset::Invalid)))?;
             self.consumer
                 .pause(&list)
                 .map_err(|e| Error::kafka("pausing partitions", e))?;
         }
+        Ok(())
+    }
+
+    fn resume_list(&self, resume: &[TopicPartition]) -> Result<()> {
         if !resume.is_empty() {
             let list = partition_list(resume.iter().map(|tp| (tp, Offset::Invalid)))?;
             self.consumer
@@ -510,53 +777,7 @@ impl KafkaSource {
                 .map_err(|e| Error::kafka("resuming partitions", e))?;
             self.wake_fetchers(&list);
         }
-
-        let mut waited = Duration::ZERO;
-        // A record borrows the consumer; a handle of our own leaves `self` free to update.
-        let consumer = Arc::clone(&self.consumer);
-        while !open.is_empty() {
-            match tokio::time::timeout(IDLE_CHECK, consumer.recv()).await {
-                Ok(Ok(message)) => self.dispatch(&message, &mut open, &mut done)?,
-                Ok(Err(e)) => {
-                    if matches!(
-                        e.rdkafka_error_code(),
-                        Some(
-                            RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
-                        )
-                    ) {
-                        return Err(self.lost_while_reading(&open, e).await);
-                    }
-                    let error = call_error(&consumer, "reading records", e);
-                    if !error.is_retryable() {
-                        return Err(error);
-                    }
-                    warn!(message = "Kafka read failed; retrying.", %error);
-                }
-                Err(_elapsed) => {
-                    if let Some(refusal) = consumer.context().refusal() {
-                        return Err(refusal);
-                    }
-                    self.finish_by_position(&mut open, &mut done)?;
-                    waited += IDLE_CHECK;
-                    if waited >= SLOW_WARNING && !open.is_empty() {
-                        waited = Duration::ZERO;
-                        for batch in open.values() {
-                            warn!(
-                                message = "Partition is slow to reach the end of its planned range; still waiting.",
-                                batch_time = %plan.batch_time,
-                                range = %batch.range,
-                                received = batch.records.len(),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        Ok(plan
-            .ranges
-            .iter()
-            .filter_map(|r| done.remove(&r.tp))
-            .collect())
+        Ok(())
     }
 
     /// librdkafka does not wake a broker thread when one of its partitions is resumed: a thread
@@ -592,10 +813,14 @@ impl KafkaSource {
     /// alone, librdkafka would stop fetching the partition and the batch would wait forever.
     async fn lost_while_reading(
         &self,
-        open: &BTreeMap<TopicPartition, PartitionBatch>,
+        open: &BTreeMap<TopicPartition, OpenRange>,
         cause: KafkaError,
     ) -> Error {
-        let partitions: BTreeSet<TopicPartition> = open.keys().cloned().collect();
+        let partitions: BTreeSet<TopicPartition> = open
+            .iter()
+            .filter(|(_, o)| !o.complete)
+            .map(|(tp, _)| tp.clone())
+            .collect();
         let watermarks = match self.watermarks(&partitions).await {
             Ok(watermarks) => watermarks,
             Err(error) => return error,
@@ -660,8 +885,7 @@ impl KafkaSource {
     fn dispatch(
         &mut self,
         message: &BorrowedMessage<'_>,
-        open: &mut BTreeMap<TopicPartition, PartitionBatch>,
-        done: &mut BTreeMap<TopicPartition, PartitionBatch>,
+        open: &mut BTreeMap<TopicPartition, OpenRange>,
     ) -> Result<()> {
         let tp = TopicPartition::new(message.topic(), message.partition());
         let offset = message.offset();
@@ -674,16 +898,18 @@ impl KafkaSource {
         }
         state.received = offset + 1;
         let record = Record::from_message(message);
-        match open.get_mut(&tp) {
-            Some(batch) if offset < batch.range.until => {
-                batch.records.push(record);
-                if state.received >= batch.range.until {
-                    self.finish(&tp, open, done)?;
+        match open.get_mut(&tp).filter(|o| !o.complete) {
+            Some(output) if offset < output.range.until => {
+                output.push(record);
+                if state.received >= output.range.until {
+                    output.complete();
+                    self.pause_when_full(&tp)?;
                 }
             }
-            Some(_) => {
+            Some(output) => {
                 state.ahead.push(record);
-                self.finish(&tp, open, done)?;
+                output.complete();
+                self.pause_when_full(&tp)?;
             }
             None => {
                 state.ahead.push(record);
@@ -693,7 +919,7 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Finishes partitions whose position passed `until` without a record to show it: the range
+    /// Completes ranges whose position passed `until` without a record to show it: the range
     /// ended in a gap (transaction marker, aborted records, compaction).
     ///
     /// A trailing transaction marker does move the position, confirmed on Kafka 4.1 with
@@ -704,11 +930,7 @@ impl KafkaSource {
     /// transactions are dropped before they are queued, but their abort marker follows them,
     /// so a range ending in aborted records finishes too. The marker is served by the same
     /// `recv` that waits for records, so it is seen at the next idle check.
-    fn finish_by_position(
-        &mut self,
-        open: &mut BTreeMap<TopicPartition, PartitionBatch>,
-        done: &mut BTreeMap<TopicPartition, PartitionBatch>,
-    ) -> Result<()> {
+    fn finish_by_position(&mut self, open: &mut BTreeMap<TopicPartition, OpenRange>) -> Result<()> {
         let positions = self
             .consumer
             .position()
@@ -716,38 +938,31 @@ impl KafkaSource {
         let mut reached = Vec::new();
         for element in positions.elements() {
             let tp = TopicPartition::new(element.topic(), element.partition());
-            if let (Some(batch), Offset::Offset(position)) = (open.get(&tp), element.offset())
-                && position >= batch.range.until
+            if let (Some(output), Offset::Offset(position)) = (open.get(&tp), element.offset())
+                && !output.complete
+                && position >= output.range.until
             {
                 reached.push(tp);
             }
         }
         for tp in reached {
-            if let Some(state) = self.partitions.get_mut(&tp) {
-                state.received = state.received.max(open[&tp].range.until);
+            if let Some(output) = open.get_mut(&tp) {
+                if let Some(state) = self.partitions.get_mut(&tp) {
+                    state.received = state.received.max(output.range.until);
+                }
+                output.complete();
             }
-            self.finish(&tp, open, done)?;
+            self.pause_when_full(&tp)?;
         }
         Ok(())
     }
 
-    fn finish(
-        &mut self,
-        tp: &TopicPartition,
-        open: &mut BTreeMap<TopicPartition, PartitionBatch>,
-        done: &mut BTreeMap<TopicPartition, PartitionBatch>,
-    ) -> Result<()> {
-        if let Some(batch) = open.remove(tp) {
-            done.insert(tp.clone(), batch);
-        }
-        self.pause_when_full(tp)
-    }
-
     /// Pauses a partition whose range is done once it holds its read-ahead.
     fn pause_when_full(&mut self, tp: &TopicPartition) -> Result<()> {
+        let max_ahead = self.max_ahead_bytes;
         if let Some(state) = self.partitions.get_mut(tp)
             && !state.paused
-            && !state.wants_more()
+            && !state.wants_more(max_ahead)
         {
             let list = partition_list([(tp, Offset::Invalid)])?;
             self.consumer

@@ -12,8 +12,9 @@ use std::future::Future;
 
 mod record;
 
-pub use record::{PartitionBatch, Record};
+pub use record::{PartitionBatch, RangeReader, RangeSender, Record, Sent, range_channels};
 
+mod budget;
 mod config;
 mod file;
 mod kafka;
@@ -21,6 +22,7 @@ mod planner;
 mod set;
 mod socket;
 
+pub use budget::{ByteSize, MemoryBudget};
 pub use config::{IsolationLevel, KafkaSourceConfig, OnDataLoss, PidConfig, StartingOffsets};
 pub use file::FileSource;
 pub use kafka::KafkaSource;
@@ -96,6 +98,40 @@ pub trait Source: Send {
         replay: bool,
     ) -> impl Future<Output = Result<Vec<PartitionBatch>>> + Send;
 
+    /// Reads the ranges of `plan` as [`fetch`](Source::fetch) does, but sends each range's
+    /// records down its channel in `outputs` (one per range, any order) as they arrive, so that
+    /// they can be written while the rest is still being read; returns the records read. A
+    /// reader that is gone needs nothing more, but its range is still read to its end (the
+    /// next range starts there). The default reads every range whole, then sends it.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`fetch`](Source::fetch); the readers of a cancelled fetch see an error, never a
+    /// short range.
+    fn fetch_into(
+        &mut self,
+        plan: &BatchPlan,
+        replay: bool,
+        outputs: Vec<RangeSender>,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        async move {
+            let mut outputs: BTreeMap<TopicPartition, RangeSender> = outputs
+                .into_iter()
+                .map(|o| (o.range().tp.clone(), o))
+                .collect();
+            let mut read = 0;
+            for batch in self.fetch(plan, replay).await? {
+                read += batch.records.len() as u64;
+                if let Some(output) = outputs.remove(&batch.range.tp)
+                    && output.send(batch.records).await
+                {
+                    output.finish().await;
+                }
+            }
+            Ok(read)
+        }
+    }
+
     /// Tells the source that every offset before `positions` is done, for lag tools. Nothing
     /// is ever read back from it as truth.
     fn commit_offsets(&self, positions: &BTreeMap<TopicPartition, i64>) -> Result<()> {
@@ -152,6 +188,15 @@ impl Source for KafkaSource {
 
     async fn fetch(&mut self, plan: &BatchPlan, _replay: bool) -> Result<Vec<PartitionBatch>> {
         KafkaSource::fetch(self, plan).await
+    }
+
+    async fn fetch_into(
+        &mut self,
+        plan: &BatchPlan,
+        _replay: bool,
+        outputs: Vec<RangeSender>,
+    ) -> Result<u64> {
+        KafkaSource::fetch_into(self, plan, outputs).await
     }
 
     fn commit_offsets(&self, positions: &BTreeMap<TopicPartition, i64>) -> Result<()> {

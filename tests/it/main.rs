@@ -15,6 +15,7 @@ mod engine_recovery;
 mod engine_retention;
 mod engine_starting;
 mod engine_stop;
+mod engine_stream;
 mod engine_txn;
 mod harness;
 mod pipeline_cross_check;
