@@ -62,6 +62,11 @@ pub struct PipelineSection {
     /// at least 10 s. Must be a multiple of the batch interval.
     #[serde(default, with = "duration::option")]
     pub checkpoint_interval: Option<Duration>,
+    /// Address of the operations server, e.g. `"127.0.0.1:9400"`: Prometheus metrics at
+    /// `/metrics`, `/health/live`, `/health/ready`, the status page at `/` and its data at
+    /// `/api/status`. Off unless set (or given as `weir run --http ADDR`).
+    #[serde(default)]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl PipelineSection {

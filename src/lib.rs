@@ -28,6 +28,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 mod hash;
+mod ops;
 pub mod plan;
 pub mod rate;
 pub mod runtime;

@@ -43,6 +43,10 @@ enum Command {
         /// Stop after this many new batches (for scripts and benchmarks).
         #[arg(long)]
         max_batches: Option<u64>,
+        /// Serve metrics, health and the status page on this address (overrides `pipeline.http`),
+        /// e.g. `127.0.0.1:9400`.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
     },
     /// Recompute from Kafka what the table must hold over the committed ranges and compare:
     /// missing, duplicated and differing rows per partition, gaps and overlaps between commits.
@@ -124,8 +128,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run {
             pipeline,
             max_batches,
+            http,
         } => {
-            let config = PipelineConfig::from_path(&pipeline)?;
+            let mut config = PipelineConfig::from_path(&pipeline)?;
+            if http.is_some() {
+                config.pipeline.http = http;
+            }
             let shutdown = weir::runtime::shutdown::on_signals()
                 .context("installing the SIGINT/SIGTERM handlers")?;
             weir::runtime::run_pipeline(&config, shutdown, max_batches).await?;
@@ -214,7 +222,10 @@ fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
     use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
     use tracing_subscriber::util::SubscriberInitExt as _;
 
-    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // sqlx logs every applied migration and slow statement at INFO: noise on every start.
+    let filter =
+        EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let ansi = std::io::stderr().is_terminal();
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -230,6 +241,7 @@ fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
     } else if let Some(status) = status {
         tracing_subscriber::fmt::layer()
             .compact()
+            .with_ansi(ansi)
             .with_writer(status.stderr())
             .with_filter(filter)
             .with_filter(status_line::WithoutBatchLines)
@@ -237,6 +249,7 @@ fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
     } else {
         tracing_subscriber::fmt::layer()
             .compact()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed()

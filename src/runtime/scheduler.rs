@@ -22,9 +22,11 @@ use super::blocking::run_blocking;
 use super::job::{BatchJob, BatchOutcome};
 use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
 use crate::error::{Error, Result};
+use crate::ops::metrics as m;
+use crate::ops::status::{BatchPoint, CommitPoint, PartitionLag, PipelineStatus};
 use crate::plan::{BatchPlan, BatchTime, TopicPartition, interval_millis};
 use crate::rate::{BatchStats, RateController};
-use crate::source::{Planner, Source, lags};
+use crate::source::{PartitionBatch, Planner, Source, Watermarks, lags};
 
 /// Time between attempts to write a checkpoint that failed with an error that may pass.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
@@ -71,6 +73,7 @@ pub struct Scheduler<S, J> {
     store: Arc<Mutex<CheckpointStore>>,
     job: J,
     shutdown: CancellationToken,
+    ops: Arc<PipelineStatus>,
 }
 
 impl<S: Source, J: BatchJob> Scheduler<S, J> {
@@ -85,6 +88,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            ops: crate::ops::status::status(&schedule.pipeline),
             schedule,
             source,
             planner,
@@ -107,6 +111,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
         let mut summary = RunSummary::default();
         let interval = self.schedule.batch_interval;
         let (mut last_t, mut last_snapshot) = self.recover(&mut summary).await?;
+        self.ops.set_recovered();
         let mut known: BTreeSet<TopicPartition> =
             self.planner.positions().keys().cloned().collect();
         let mut last_refresh = Instant::now();
@@ -138,6 +143,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
             let caps = self
                 .rate
                 .caps(&lags(self.planner.positions(), &watermarks), interval);
+            self.ops.set_rate_limit(self.rate.rate());
             let plan = self.planner.plan(t, &watermarks, &caps)?;
             let lag = Lag::measure(&lags(&plan.end_positions(), &watermarks));
             let span = batch_span(&plan, scheduling_delay, &lag);
@@ -159,6 +165,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
                 scheduling_delay,
             });
             span.in_scope(|| log_batch(&plan, &outcome, processing, &span));
+            self.report(&plan, &outcome, &watermarks, processing, scheduling_delay);
 
             if t.as_millis() - last_snapshot.as_millis()
                 >= interval_millis(self.schedule.checkpoint_interval)
@@ -247,6 +254,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
             self.source.assign(&positions)?;
         }
         let input = self.source.fetch(plan, replay).await?;
+        count_input(&self.schedule.pipeline, &input);
         fail::fail_point!("runtime::after_fetch");
         self.job.run_batch(plan, input).await
     }
@@ -276,7 +284,83 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
         self.write_checkpoint("writing a snapshot", move |store| {
             store.write_snapshot(&snapshot)
         })
-        .await
+        .await?;
+        self.report_checkpoint_size().await;
+        Ok(())
+    }
+
+    /// Sets the checkpoint size gauge to the size of the checkpoint directory's files.
+    async fn report_checkpoint_size(&self) {
+        let store = Arc::clone(&self.store);
+        let size = run_blocking("measuring the checkpoint", move || {
+            let dir = lock(&store)?.dir().to_owned();
+            let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+            Ok(entries
+                .filter_map(|entry| entry.ok()?.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|meta| meta.len())
+                .sum::<u64>())
+        })
+        .await;
+        if let Ok(size) = size {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(m::CHECKPOINT_BYTES, "pipeline" => self.schedule.pipeline.clone())
+                .set(size as f64);
+        }
+    }
+
+    /// Metrics and the status page's record of a finished batch.
+    fn report(
+        &self,
+        plan: &BatchPlan,
+        outcome: &BatchOutcome,
+        watermarks: &BTreeMap<TopicPartition, Watermarks>,
+        processing: Duration,
+        scheduling_delay: Duration,
+    ) {
+        let pipeline = &self.schedule.pipeline;
+        metrics::counter!(m::BATCHES, "pipeline" => pipeline.clone()).increment(1);
+        metrics::histogram!(m::BATCH_PROCESSING, "pipeline" => pipeline.clone()).record(processing);
+        metrics::histogram!(m::BATCH_SCHEDULING_DELAY, "pipeline" => pipeline.clone())
+            .record(scheduling_delay);
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let commit = (!is_idle(plan)).then(|| CommitPoint {
+            batch_time_ms: plan.batch_time.as_millis(),
+            committed_at_ms: now_millis(),
+            ranges: plan
+                .ranges
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(ToString::to_string)
+                .collect(),
+            records: outcome.records,
+            rows: outcome.rows,
+            already_committed: outcome.already_committed,
+        });
+        self.ops.record_batch(
+            BatchPoint {
+                time_ms: plan.batch_time.as_millis(),
+                records: outcome.records,
+                rows: outcome.rows,
+                processing_ms: millis(processing),
+                scheduling_delay_ms: millis(scheduling_delay),
+            },
+            commit,
+        );
+        self.ops.set_lag(
+            plan.end_positions()
+                .into_iter()
+                .filter_map(|(tp, position)| {
+                    let end = watermarks.get(&tp)?.stable_end;
+                    Some(PartitionLag {
+                        lag: u64::try_from(end.saturating_sub(position)).unwrap_or(0),
+                        topic: tp.topic,
+                        partition: tp.partition,
+                        position,
+                        end,
+                    })
+                }),
+        );
     }
 
     /// Runs a checkpoint write, and while it fails with an error that may pass (a full disk),
@@ -293,9 +377,14 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
         loop {
             let store = Arc::clone(&self.store);
             let attempt = Arc::clone(&write);
-            match run_blocking(what, move || attempt(&mut *lock(&store)?)).await {
+            let started = Instant::now();
+            let result = run_blocking(what, move || attempt(&mut *lock(&store)?)).await;
+            metrics::histogram!(m::CHECKPOINT_WRITE, "pipeline" => self.schedule.pipeline.clone())
+                .record(started.elapsed());
+            match result {
                 Ok(()) => {
                     if paused {
+                        self.ops.set_paused(None);
                         info!(message = "Checkpoint writes succeed again; resuming.", pipeline = %self.schedule.pipeline);
                     }
                     return Ok(());
@@ -308,6 +397,8 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
                             %error,
                         );
                         paused = true;
+                        self.ops
+                            .set_paused(Some("the checkpoint directory is full or failing"));
                     }
                     tokio::select! {
                         () = tokio::time::sleep(CHECKPOINT_RETRY) => {}
@@ -329,6 +420,24 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
             () = tokio::time::sleep(Duration::from_millis(wait)) => true,
             () = self.shutdown.cancelled() => false,
         }
+    }
+}
+
+/// Counts the records and bytes read, per partition.
+fn count_input(pipeline: &str, input: &[PartitionBatch]) {
+    for batch in input {
+        let labels = [
+            ("pipeline", pipeline.to_owned()),
+            ("topic", batch.range.tp.topic.clone()),
+            ("partition", batch.range.tp.partition.to_string()),
+        ];
+        let bytes: usize = batch
+            .records
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        metrics::counter!(m::RECORDS_READ, &labels).increment(batch.records.len() as u64);
+        metrics::counter!(m::BYTES_READ, &labels).increment(bytes as u64);
     }
 }
 

@@ -16,6 +16,7 @@ mod engine_starting;
 mod engine_stop;
 mod engine_txn;
 mod harness;
+mod ops_http;
 mod pipeline_cross_check;
 mod pipeline_examples;
 mod pipeline_recreated;
