@@ -17,6 +17,7 @@ mod engine_stop;
 mod engine_txn;
 mod harness;
 mod ops_http;
+mod ops_page;
 mod pipeline_cross_check;
 mod pipeline_examples;
 mod pipeline_recreated;
