@@ -58,6 +58,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where a pipeline stands, without a running process: per partition the committed offset
+    /// (from the sink's bookkeeping tables), the checkpoint's position, Kafka's end offset, the
+    /// lag and the last commit's batch time.
+    Status {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print the report as JSON on stdout, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect or reset a checkpoint directory.
     Checkpoint {
         #[command(subcommand)]
@@ -140,6 +150,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { pipeline, json } => verify(&pipeline, json).await,
+        Command::Status { pipeline, json } => {
+            let config = PipelineConfig::from_path(&pipeline)?;
+            let report = weir::runtime::pipeline_status(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
         Command::Checkpoint {
             command: CheckpointCommand::Inspect { dir },
         } => {

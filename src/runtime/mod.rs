@@ -10,6 +10,7 @@ mod job;
 mod pipeline;
 mod scheduler;
 pub mod shutdown;
+mod status;
 
 pub(crate) use blocking::run_blocking;
 
@@ -17,3 +18,4 @@ pub use job::{BatchJob, BatchOutcome, TableJob};
 pub(crate) use pipeline::refuse_when_sink_ahead;
 pub use pipeline::{pipeline_identity, run_pipeline};
 pub use scheduler::{RunSummary, Schedule, Scheduler};
+pub use status::{PartitionStatus, StatusReport, pipeline_status};

@@ -18,6 +18,7 @@ mod engine_txn;
 mod harness;
 mod ops_http;
 mod ops_page;
+mod ops_status;
 mod pipeline_cross_check;
 mod pipeline_examples;
 mod pipeline_recreated;
