@@ -78,11 +78,7 @@ pub async fn run_pipeline(
     let mut sink = SqlSink::connect(&config.sink).await?;
     sink.open().await?;
     status.set_sink_ready();
-    info!(
-        message = "Sink ready.",
-        sink = %config.sink.identity(),
-        table = %config.sink.table,
-    );
+    info!(message = "Sink ready.", sink = %config.sink.identity());
 
     let source = KafkaSource::connect(&config.source, &config.group_id())?;
     let identity = pipeline_identity(config);

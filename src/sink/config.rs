@@ -590,8 +590,26 @@ impl SqlSinkConfig {
     }
 }
 
-/// `url` without its password, for error messages.
+/// `url` without its password (in the user info or a `password`/`sslpassword` parameter), for
+/// logs and error messages.
 pub(crate) fn redact(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = redact_userinfo(base);
+    let Some(query) = query else { return base };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.to_ascii_lowercase().contains("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
@@ -779,5 +797,9 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(
+            redact("postgres://u@h/db?sslmode=require&password=secret&sslpassword=s2"),
+            "postgres://u@h/db?sslmode=require&password=***&sslpassword=***"
+        );
     }
 }

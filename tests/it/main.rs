@@ -17,6 +17,7 @@ mod engine_stop;
 mod engine_txn;
 mod harness;
 mod ops_http;
+mod ops_logs;
 mod ops_page;
 mod ops_status;
 mod pipeline_cross_check;
