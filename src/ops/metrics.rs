@@ -51,6 +51,15 @@ pub(crate) fn install() -> Result<PrometheusHandle> {
         })
 }
 
+/// Shows the counters of rare events at 0 from the start, so that `rate()` and alerts see them
+/// before the first event.
+pub(crate) fn register(pipeline: &str) {
+    for counter in [BATCHES, RECORDS_SKIPPED, DEAD_LETTERS, COMMIT_CONFLICTS] {
+        ::metrics::counter!(counter, "pipeline" => pipeline.to_owned()).increment(0);
+    }
+    ::metrics::gauge!(PAUSED, "pipeline" => pipeline.to_owned(), "reason" => "disk_full").set(0.0);
+}
+
 /// The text format of every metric, after refreshing the process gauges.
 pub(crate) fn render(handle: &PrometheusHandle) -> String {
     if let Some(bytes) = resident_memory_bytes() {

@@ -114,6 +114,7 @@ impl PipelineStatus {
     /// A fresh run: forgets readiness and the last run's pause.
     pub(crate) fn starting(&self, batch_interval_ms: u64, config: serde_json::Value) {
         let mut inner = self.lock();
+        super::metrics::register(&self.name);
         inner.batch_interval_ms = batch_interval_ms;
         inner.config = config;
         inner.recovered = false;
