@@ -104,7 +104,7 @@ async fn ops_metrics_health_and_status_follow_a_real_run() -> Result<()> {
     let port = free_port()?;
     // A Kafka password, ignored by a plaintext connection: it must show nowhere.
     let properties = format!("[source.properties]\n\"sasl.password\" = \"{SECRET}\"\n");
-    let toml = pipeline_toml(&env, &topic, &url, dir.path(), &properties).replacen(
+    let toml = pipeline_toml(env, &topic, &url, dir.path(), &properties).replacen(
         "[source]",
         &format!("http = \"127.0.0.1:{port}\"\n\n[source]"),
         1,

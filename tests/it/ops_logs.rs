@@ -35,7 +35,7 @@ async fn ops_logs_are_plain_quiet_and_free_of_secrets() -> Result<()> {
     let dir = tempfile::tempdir()?;
     produce(&env.producer()?, &topic, 0..20, 2).await?;
     let properties = format!("[source.properties]\n\"sasl.password\" = \"{SECRET}\"\n");
-    let toml = pipeline_toml(&env, &topic, db.url(), &dir.path().join("cp"), &properties);
+    let toml = pipeline_toml(env, &topic, db.url(), &dir.path().join("cp"), &properties);
     // Twice: a restart finds the tables there, which sqlx reports in INFO notices.
     for run in 0..2 {
         let port = free_port()?;
@@ -72,7 +72,7 @@ async fn ops_logs_are_plain_quiet_and_free_of_secrets() -> Result<()> {
             &url[..scheme_end]
         ),
     ] {
-        let toml = pipeline_toml(&env, &topic, &bad, &dir.path().join("cp2"), "");
+        let toml = pipeline_toml(env, &topic, &bad, &dir.path().join("cp2"), "");
         let output = weir_run(&toml, dir.path(), &["--max-batches", "1"])?.wait_with_output()?;
         let log = String::from_utf8(output.stderr)?;
         ensure!(!output.status.success(), "a wrong password was accepted");

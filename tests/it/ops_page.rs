@@ -54,7 +54,7 @@ async fn ops_status_page_draws_the_batches_in_chromium() -> Result<()> {
     let port = free_port()?;
     // 50 records per partition per 100 ms batch: the orders spread over many batches.
     let toml = pipeline_toml(
-        &env,
+        env,
         &topic,
         db.url(),
         dir.path(),

@@ -36,7 +36,7 @@ async fn ops_weir_status_shows_committed_offsets_and_lag_without_a_running_pipel
     let topic = env.topic("ops-status", PARTITIONS).await?;
     let db = TestDb::Postgres(env.postgres_schema().await?);
     let dir = tempfile::tempdir()?;
-    let toml = pipeline_toml(&env, &topic, db.url(), &dir.path().join("checkpoint"), "");
+    let toml = pipeline_toml(env, &topic, db.url(), &dir.path().join("checkpoint"), "");
     let file = dir.path().join("pipeline.toml");
     std::fs::write(&file, &toml)?;
 

@@ -346,8 +346,7 @@ async fn verify_refuses_at_once_when_retention_deleted_committed_records() -> Re
         Err(error) => format!("{error:#}"),
     };
     ensure!(
-        error.contains(&format!("[0..5) were deleted by retention"))
-            && error.contains(&tp.to_string()),
+        error.contains("[0..5) were deleted by retention") && error.contains(&tp.to_string()),
         "the error must name the deleted range: {error}"
     );
     ensure!(
