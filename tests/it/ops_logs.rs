@@ -9,7 +9,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::common::TestEnv;
 use crate::ops_http::{SECRET, free_port, get, wait_for};
-use crate::pipeline_support::{pipeline_toml, produce};
+use crate::pipeline_support::{LogCapture, Running, TABLE, pipeline_toml, produce, send};
 use crate::sink_support::TestDb;
 
 /// Runs `weir run --log-format text` on `toml` with `args`, stdout and stderr piped.
@@ -107,5 +107,43 @@ fn check_log(log: &str, shown: &str) -> Result<()> {
             "said twice at start: {message:?}\n{log}"
         );
     }
+    Ok(())
+}
+
+/// 60 bad records under `on_error = "skip"`: a handful of warnings, not 60.
+#[tokio::test(flavor = "current_thread")]
+async fn ops_per_record_warnings_are_rate_limited() -> Result<()> {
+    const BAD: i64 = 60;
+    let env = TestEnv::get().await;
+    let topic = env.topic("ops-skip", 1).await?;
+    let db = TestDb::Postgres(env.postgres_schema().await?);
+    let dir = tempfile::tempdir()?;
+    let sink = format!(
+        "table = \"{TABLE}\"\ncreate_table = true\non_error = \"skip\"\n[[sink.columns]]\nname = \"id\"\ntype = \"bigint\"\nnullable = false\n"
+    );
+    let toml = crate::pipeline_support::pipeline_file(env, &topic, db.url(), dir.path(), "", &sink);
+    let records = (0..=BAD).map(|i| {
+        // Every record but the last has an id that is not a number.
+        let value = if i < BAD {
+            format!("{{\"id\":\"x{i}\"}}")
+        } else {
+            format!("{{\"id\":{i}}}")
+        };
+        (0, None, Some(value))
+    });
+    send(&env.producer()?, &topic, records).await?;
+    let log = LogCapture::start();
+    Running::start(&toml)?
+        .stop_at(&db, 1, Duration::from_secs(60))
+        .await?;
+    let text = log.text();
+    let warnings = text
+        .lines()
+        .filter(|l| l.contains("Skipped a record"))
+        .count();
+    ensure!(
+        warnings <= 5,
+        "{warnings} warnings for {BAD} skipped records:\n{text}"
+    );
     Ok(())
 }
