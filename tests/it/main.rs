@@ -20,6 +20,7 @@ mod ops_http;
 mod ops_logs;
 mod ops_page;
 mod ops_status;
+mod ops_support;
 mod pipeline_cross_check;
 mod pipeline_examples;
 mod pipeline_recreated;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use crate::common::TestEnv;
-use crate::ops_http::{SECRET, free_port, get, wait_for};
+use crate::ops_support::{SECRET, free_port, get, wait_for};
 use crate::pipeline_support::{LogCapture, Running, TABLE, pipeline_toml, produce, send};
 use crate::sink_support::TestDb;
 

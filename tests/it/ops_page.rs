@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use crate::common::TestEnv;
-use crate::ops_http::{free_port, wait_for};
+use crate::ops_support::{free_port, wait_for};
 use crate::pipeline_support::{Running, TABLE, pipeline_toml, produce};
 use crate::sink_support::TestDb;
 
@@ -75,7 +75,7 @@ async fn ops_status_page_draws_the_batches_in_chromium() -> Result<()> {
     for wave in [1500, 600, 2400] {
         produce(&producer, &topic, total..total + wave, PARTITIONS).await?;
         total += wave;
-        crate::ops_http::wait_for(port, "/api/status", Duration::from_secs(60), |_, body| {
+        crate::ops_support::wait_for(port, "/api/status", Duration::from_secs(60), |_, body| {
             body.contains(&format!("\"records\":{total},"))
         })
         .await?;
