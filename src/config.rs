@@ -68,6 +68,11 @@ pub struct PipelineSection {
     /// larger than this streams through it.
     #[serde(default)]
     pub memory_budget: Option<ByteSize>,
+    /// Address of the operations server, e.g. `"127.0.0.1:9400"`: Prometheus metrics at
+    /// `/metrics`, `/health/live`, `/health/ready`, the status page at `/` and its data at
+    /// `/api/status`. Off unless set (or given as `weir run --http ADDR`).
+    #[serde(default)]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl PipelineSection {

@@ -30,6 +30,7 @@ pub mod config;
 mod duration;
 pub mod error;
 mod hash;
+mod ops;
 pub mod plan;
 pub mod rate;
 pub(crate) mod redact;

@@ -43,11 +43,25 @@ enum Command {
         /// Stop after this many new batches (for scripts and benchmarks).
         #[arg(long)]
         max_batches: Option<u64>,
+        /// Serve metrics, health and the status page on this address (overrides `pipeline.http`),
+        /// e.g. `127.0.0.1:9400`.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
     },
     /// Recompute from Kafka what the table must hold over the committed ranges and compare:
     /// missing, duplicated and differing rows per partition, gaps and overlaps between commits.
     /// Exits non-zero on any difference.
     Verify {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print the report as JSON on stdout, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where a pipeline stands, without a running process: per partition the committed offset
+    /// (from the sink's bookkeeping tables), the checkpoint's position, Kafka's end offset, the
+    /// lag and the last commit's batch time.
+    Status {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
         /// Print the report as JSON on stdout, for scripts.
@@ -122,14 +136,28 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run {
             pipeline,
             max_batches,
+            http,
         } => {
-            let config = PipelineConfig::from_path(&pipeline)?;
+            let mut config = PipelineConfig::from_path(&pipeline)?;
+            if http.is_some() {
+                config.pipeline.http = http;
+            }
             let shutdown = weir::runtime::shutdown::on_signals()
                 .context("installing the SIGINT/SIGTERM handlers")?;
             weir::runtime::run_pipeline(&config, shutdown, max_batches).await?;
             Ok(())
         }
         Command::Verify { pipeline, json } => verify(&pipeline, json).await,
+        Command::Status { pipeline, json } => {
+            let config = PipelineConfig::from_path(&pipeline)?;
+            let report = weir::runtime::pipeline_status(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
         Command::Checkpoint {
             command: CheckpointCommand::Inspect { dir },
         } => {
@@ -227,7 +255,10 @@ fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
     use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
     use tracing_subscriber::util::SubscriberInitExt as _;
 
-    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // sqlx logs every applied migration and slow statement at INFO: noise on every start.
+    let filter =
+        EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let ansi = std::io::stderr().is_terminal();
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -245,6 +276,7 @@ fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
         tracing_subscriber::fmt::layer()
             .compact()
             .log_internal_errors(false)
+            .with_ansi(ansi)
             .with_writer(status.stderr())
             .with_filter(filter)
             .with_filter(status_line::WithoutBatchLines)
@@ -253,6 +285,7 @@ fn init_logging(format: LogFormat, status: Option<&Arc<StatusLine>>) -> bool {
         tracing_subscriber::fmt::layer()
             .compact()
             .log_internal_errors(false)
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed()

@@ -14,6 +14,10 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "it/ops_support.rs"]
+mod ops_support;
+#[path = "it/pipeline_support.rs"]
+mod pipeline_support;
 #[path = "it/sink_support.rs"]
 mod sink_support;
 
@@ -447,4 +451,62 @@ fn failpoints_a_snapshot_on_a_full_disk_keeps_the_previous_one_and_succeeds_late
     }
     scenario.teardown();
     Ok(())
+}
+
+// --- readiness while the checkpoint disk is full ---------------------------------------------------
+
+/// A pipeline whose plan log cannot be written (a full disk) pauses: `/health/ready` answers 503
+/// naming the pause and `weir_paused{reason="disk_full"}` is 1; once the disk has room again it
+/// resumes, is ready, and every record lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failpoints_a_full_checkpoint_disk_makes_the_pipeline_not_ready_until_space_returns()
+-> Result<()> {
+    use crate::ops_support::{free_port, get, pipeline_name, sample_sum, wait_for};
+    use crate::pipeline_support::{Running, assert_exactly_once, pipeline_toml, produce};
+
+    let _scenario = fail::FailScenario::setup();
+    let env = common::TestEnv::get().await;
+    let topic = env.topic("ops-disk-full", 2).await?;
+    let db = TestDb::Postgres(env.postgres_schema().await?);
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let toml = pipeline_toml(env, &topic, db.url(), dir.path(), "").replacen(
+        "[source]",
+        &format!("http = \"127.0.0.1:{port}\"\n\n[source]"),
+        1,
+    );
+    let name = pipeline_name(&toml)?;
+    let running = Running::start(&toml)?;
+    wait_for(port, "/health/ready", Duration::from_secs(60), |code, _| {
+        code == 200
+    })
+    .await?;
+
+    disk_full_at(
+        "checkpoint::plan_log::after_append_before_fsync",
+        dir.path(),
+    )?;
+    let (_, reason) = wait_for(port, "/health/ready", Duration::from_secs(30), |code, _| {
+        code == 503
+    })
+    .await?;
+    ensure!(
+        reason.contains("paused"),
+        "503 without the reason: {reason}"
+    );
+    let (_, metrics) = get(port, "/metrics").await?;
+    let paused = sample_sum(&metrics, "weir_paused", &name, &["reason=\"disk_full\""]);
+    ensure!(paused == 1.0, "weir_paused is {paused}");
+    produce(&env.producer()?, &topic, 0..50, 2).await?;
+
+    fail::remove("checkpoint::plan_log::after_append_before_fsync");
+    wait_for(port, "/health/ready", Duration::from_secs(30), |code, _| {
+        code == 200
+    })
+    .await?;
+    let (_, metrics) = get(port, "/metrics").await?;
+    let paused = sample_sum(&metrics, "weir_paused", &name, &["reason=\"disk_full\""]);
+    ensure!(paused == 0.0, "weir_paused is {paused} after the pause");
+    running.stop_at(&db, 50, Duration::from_secs(60)).await?;
+    assert_exactly_once(&db, 50).await
 }

@@ -146,7 +146,9 @@ impl CheckpointStore {
                 fs::remove_file(path).map_err(|e| Error::io(path, e))?;
             }
             self.state = State::Empty;
-            info!(dir = %self.dir.display(), "The checkpoint is empty: starting fresh.");
+            // Debug: the start-up cross-check and the scheduler both recover; the scheduler's
+            // "Started a new pipeline." says it once.
+            debug!(dir = %self.dir.display(), "The checkpoint is empty: starting fresh.");
             return Ok(Recovery::Fresh);
         };
         for (path, why) in &found.skipped {

@@ -11,8 +11,10 @@ mod memory;
 mod pipeline;
 mod scheduler;
 pub mod shutdown;
+mod status;
 
 pub use job::{BatchJob, BatchOutcome, TableJob};
 pub(crate) use pipeline::refuse_when_sink_ahead;
 pub use pipeline::{pipeline_identity, run_pipeline};
 pub use scheduler::{RunSummary, Schedule, Scheduler};
+pub use status::{PartitionStatus, StatusReport, pipeline_status};

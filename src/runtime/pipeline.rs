@@ -59,6 +59,16 @@ pub async fn run_pipeline(
     max_batches: Option<u64>,
 ) -> Result<RunSummary> {
     let section = &config.pipeline;
+    let status = crate::ops::status::status(&section.name);
+    status.starting(
+        u64::try_from(section.batch_interval.as_millis()).unwrap_or(u64::MAX),
+        config_summary(config),
+    );
+    let stop_ops = CancellationToken::new();
+    let _stop_ops = stop_ops.clone().drop_guard();
+    if let Some(addr) = section.http {
+        crate::ops::http::serve(addr, Arc::clone(&status), stop_ops).await?;
+    }
     let dir = section.checkpoint_dir.clone();
     let store = run_blocking("opening the checkpoint", move || {
         CheckpointStore::open(&dir)
@@ -67,11 +77,8 @@ pub async fn run_pipeline(
 
     let mut sink = SqlSink::connect(&config.sink).await?;
     sink.open().await?;
-    info!(
-        message = "Sink ready.",
-        sink = %config.sink.identity(),
-        table = %config.sink.table,
-    );
+    status.set_sink_ready();
+    info!(message = "Sink ready.", sink = %config.sink.identity());
 
     let source = KafkaSource::connect_with_budget(
         &config.source,
@@ -112,6 +119,22 @@ pub async fn run_pipeline(
     Scheduler::new(schedule, source, planner, rate, store, job, shutdown)
         .run()
         .await
+}
+
+/// What the status page shows of the configuration: nothing secret (the sink URL without its
+/// credentials and parameters, no Kafka properties).
+fn config_summary(config: &PipelineConfig) -> serde_json::Value {
+    serde_json::json!({
+        "pipeline": config.pipeline.name,
+        "batch_interval": humantime::format_duration(config.pipeline.batch_interval).to_string(),
+        "checkpoint_interval": humantime::format_duration(config.pipeline.checkpoint_interval()).to_string(),
+        "checkpoint_dir": config.pipeline.checkpoint_dir.display().to_string(),
+        "topics": config.source.topics,
+        "max_rate_per_partition": config.source.max_rate_per_partition,
+        "sink": config.sink.identity(),
+        "mode": config.sink.mode.name(),
+        "pool_size": config.sink.pool_size,
+    })
 }
 
 /// Folds the commit rows older than `retention` into one per output partition, at start and

@@ -22,10 +22,12 @@ use super::job::{BatchJob, BatchOutcome};
 use crate::blocking::run_blocking;
 use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
 use crate::error::{Error, Result};
+use crate::ops::metrics as m;
+use crate::ops::status::{BatchPoint, CommitPoint, PartitionLag, PipelineStatus};
 use crate::plan::{BatchPlan, BatchTime, TopicPartition, interval_millis};
 use crate::rate::{BatchStats, RateController};
 use crate::sink::RetryPolicy;
-use crate::source::{Planner, Source, lags, range_channels};
+use crate::source::{Planner, Source, TakenCount, Watermarks, lags, range_channels};
 
 /// Chunks a range's channel holds between the source and its writer.
 const CHUNKS_IN_FLIGHT: usize = 2;
@@ -77,6 +79,7 @@ pub struct Scheduler<S, J> {
     shutdown: CancellationToken,
     /// How often a failed batch runs again (see [`BatchJob::reruns`]).
     rerun: RetryPolicy,
+    ops: Arc<PipelineStatus>,
 }
 
 impl<S: Source, J: BatchJob> Scheduler<S, J> {
@@ -91,6 +94,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            ops: crate::ops::status::status(&schedule.pipeline),
             schedule,
             source,
             planner,
@@ -114,6 +118,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
         let mut summary = RunSummary::default();
         let interval = self.schedule.batch_interval;
         let (mut last_t, mut last_snapshot) = self.recover(&mut summary).await?;
+        self.ops.set_recovered();
         let mut known: BTreeSet<TopicPartition> =
             self.planner.positions().keys().cloned().collect();
         let mut last_refresh = Instant::now();
@@ -153,6 +158,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
             } else {
                 caps
             };
+            self.ops.set_rate_limit(self.rate.rate());
             let plan = self.planner.plan(t, &watermarks, &caps)?;
             let lag = Lag::measure(&lags(&plan.end_positions(), &watermarks));
             let span = batch_span(&plan, scheduling_delay, &lag);
@@ -174,6 +180,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
                 scheduling_delay,
             });
             span.in_scope(|| log_batch(&plan, &outcome, processing, &span));
+            self.report(&plan, &outcome, &watermarks, processing, scheduling_delay);
 
             if t.as_millis() - last_snapshot.as_millis()
                 >= interval_millis(self.schedule.checkpoint_interval)
@@ -296,6 +303,10 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
             self.source.assign(&positions)?;
         }
         let (senders, readers) = range_channels(plan.batch_time, &plan.ranges, CHUNKS_IN_FLIGHT);
+        let counts: Vec<_> = readers
+            .iter()
+            .map(|r| (r.range().tp.clone(), r.taken_count()))
+            .collect();
         let fetch = self.source.fetch_into(plan, replay, senders);
         let run = self.job.run_streamed(plan, readers);
         tokio::pin!(fetch, run);
@@ -311,6 +322,7 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
                 (fetch.await?, outcome)
             }
         };
+        count_input(&self.schedule.pipeline, &counts);
         Ok(BatchOutcome {
             records: read,
             ..outcome
@@ -342,7 +354,83 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
         self.write_checkpoint("writing a snapshot", move |store| {
             store.write_snapshot(&snapshot)
         })
-        .await
+        .await?;
+        self.report_checkpoint_size().await;
+        Ok(())
+    }
+
+    /// Sets the checkpoint size gauge to the size of the checkpoint directory's files.
+    async fn report_checkpoint_size(&self) {
+        let store = Arc::clone(&self.store);
+        let size = run_blocking("measuring the checkpoint", move || {
+            let dir = lock(&store)?.dir().to_owned();
+            let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+            Ok(entries
+                .filter_map(|entry| entry.ok()?.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|meta| meta.len())
+                .sum::<u64>())
+        })
+        .await;
+        if let Ok(size) = size {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(m::CHECKPOINT_BYTES, "pipeline" => self.schedule.pipeline.clone())
+                .set(size as f64);
+        }
+    }
+
+    /// Metrics and the status page's record of a finished batch.
+    fn report(
+        &self,
+        plan: &BatchPlan,
+        outcome: &BatchOutcome,
+        watermarks: &BTreeMap<TopicPartition, Watermarks>,
+        processing: Duration,
+        scheduling_delay: Duration,
+    ) {
+        let pipeline = &self.schedule.pipeline;
+        metrics::counter!(m::BATCHES, "pipeline" => pipeline.clone()).increment(1);
+        metrics::histogram!(m::BATCH_PROCESSING, "pipeline" => pipeline.clone()).record(processing);
+        metrics::histogram!(m::BATCH_SCHEDULING_DELAY, "pipeline" => pipeline.clone())
+            .record(scheduling_delay);
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let commit = (!is_idle(plan)).then(|| CommitPoint {
+            batch_time_ms: plan.batch_time.as_millis(),
+            committed_at_ms: now_millis(),
+            ranges: plan
+                .ranges
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(ToString::to_string)
+                .collect(),
+            records: outcome.records,
+            rows: outcome.rows,
+            already_committed: outcome.already_committed,
+        });
+        self.ops.record_batch(
+            BatchPoint {
+                time_ms: plan.batch_time.as_millis(),
+                records: outcome.records,
+                rows: outcome.rows,
+                processing_ms: millis(processing),
+                scheduling_delay_ms: millis(scheduling_delay),
+            },
+            commit,
+        );
+        self.ops.set_lag(
+            plan.end_positions()
+                .into_iter()
+                .filter_map(|(tp, position)| {
+                    let end = watermarks.get(&tp)?.stable_end;
+                    Some(PartitionLag {
+                        lag: u64::try_from(end.saturating_sub(position)).unwrap_or(0),
+                        topic: tp.topic,
+                        partition: tp.partition,
+                        position,
+                        end,
+                    })
+                }),
+        );
     }
 
     /// Runs a checkpoint write, and while it fails with an error that may pass (a full disk),
@@ -359,9 +447,14 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
         loop {
             let store = Arc::clone(&self.store);
             let attempt = Arc::clone(&write);
-            match run_blocking(what, move || attempt(&mut *lock(&store)?)).await {
+            let started = Instant::now();
+            let result = run_blocking(what, move || attempt(&mut *lock(&store)?)).await;
+            metrics::histogram!(m::CHECKPOINT_WRITE, "pipeline" => self.schedule.pipeline.clone())
+                .record(started.elapsed());
+            match result {
                 Ok(()) => {
                     if paused {
+                        self.ops.set_paused(None);
                         info!(message = "Checkpoint writes succeed again; resuming.", pipeline = %self.schedule.pipeline);
                     }
                     return Ok(());
@@ -374,6 +467,8 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
                             %error,
                         );
                         paused = true;
+                        self.ops
+                            .set_paused(Some("the checkpoint directory is full or failing"));
                     }
                     tokio::select! {
                         () = tokio::time::sleep(CHECKPOINT_RETRY) => {}
@@ -410,6 +505,20 @@ fn limit_batch(
     caps.into_iter()
         .map(|(tp, cap)| (tp, Some(cap.map_or(share, |c| c.min(share)))))
         .collect()
+}
+
+/// Counts the records and bytes read, per partition.
+fn count_input(pipeline: &str, counts: &[(TopicPartition, Arc<TakenCount>)]) {
+    for (tp, count) in counts {
+        let (records, bytes) = count.get();
+        let labels = [
+            ("pipeline", pipeline.to_owned()),
+            ("topic", tp.topic.clone()),
+            ("partition", tp.partition.to_string()),
+        ];
+        metrics::counter!(m::RECORDS_READ, &labels).increment(records);
+        metrics::counter!(m::BYTES_READ, &labels).increment(bytes);
+    }
 }
 
 /// The next batch time after `last`: one interval later, or the current grid point when the

@@ -92,6 +92,8 @@ pub(crate) struct WriteCounts {
     pub dead_letters: u64,
     /// Records that asked for nothing: tombstones in append mode or with deletes off.
     pub ignored: u64,
+    /// Of `rows`, those deleted.
+    pub deleted: u64,
 }
 
 /// The result of [`Sink::write`].

@@ -14,6 +14,8 @@
 use sqlx::mysql::MySqlDatabaseError;
 
 use crate::error::{Error, Result};
+use crate::ops::log_limit::LogLimit;
+use crate::ops::metrics as m;
 use crate::plan::{OffsetRange, TopicPartition};
 use crate::sink::chunk;
 use crate::sink::config::OnError;
@@ -160,6 +162,8 @@ impl TableWriter {
             Ok(Some(counts)) => counts,
             Ok(None) => {
                 // Already committed: nothing of ours to keep.
+                metrics::counter!(m::COMMIT_CONFLICTS, "pipeline" => key.pipeline.clone())
+                    .increment(1);
                 let _ = tx.rollback().await;
                 return Ok(WriteOutcome::AlreadyCommitted);
             }
@@ -177,7 +181,29 @@ impl TableWriter {
         let unread = |error| AttemptError::CommitUnknown { error, counts };
         failpoint("sink::commit_sent_reply_unread").map_err(unread)?;
         failpoint("sink::after_commit").map_err(unread)?;
+        self.count_committed(key, &counts);
         Ok(WriteOutcome::committed(counts))
+    }
+
+    /// Counts a committed write's rows, by operation, and its rejected records.
+    pub(crate) fn count_committed(&self, key: &CommitKey, counts: &WriteCounts) {
+        let pipeline = || ("pipeline", key.pipeline.clone());
+        let write = match self.table.conflict {
+            Conflict::None => "insert",
+            Conflict::Overwrite => "upsert",
+            Conflict::Add(_) => "increment",
+        };
+        let written = counts.rows - counts.deleted;
+        metrics::counter!(m::ROWS_WRITTEN, &[pipeline(), ("op", write.to_owned())])
+            .increment(written);
+        metrics::counter!(m::ROWS_WRITTEN, &[pipeline(), ("op", "delete".to_owned())])
+            .increment(counts.deleted);
+        metrics::counter!(m::RECORDS_SKIPPED, &[pipeline()]).increment(counts.skipped);
+        metrics::counter!(m::DEAD_LETTERS, &[pipeline()]).increment(counts.dead_letters);
+        if counts.skipped + counts.dead_letters > 0 {
+            crate::ops::status::status(&key.pipeline)
+                .record_rejects(counts.skipped, counts.dead_letters);
+        }
     }
 
     /// Steps 1–4 before COMMIT; `None` when the commit row was already there.
@@ -244,8 +270,11 @@ impl TableWriter {
             .ops
             .iter()
             .partition(|(op, _)| matches!(op, Op::Delete(_)));
+        // Chunk by chunk: this chunk's deletes are the rows its delete statements counted.
+        let before = counts.rows;
         self.write_ops(tx, key, &deletes, counts, &mut rejected)
             .await?;
+        counts.deleted += counts.rows - before;
         self.write_ops(tx, key, &writes, counts, &mut rejected)
             .await?;
         for (origin, reason) in &rejected {
@@ -273,11 +302,17 @@ impl TableWriter {
         match self.on_error {
             OnError::Fail => return Err(origin.error(reason)),
             OnError::Skip => {
-                tracing::warn!(topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.record.offset, %reason, "skipping a record the sink cannot write (on_error = \"skip\")");
+                static LIMIT: LogLimit = LogLimit::new();
+                if let Some(suppressed) = LIMIT.check() {
+                    tracing::warn!(topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.record.offset, %reason, suppressed, "Skipped a record the sink cannot write (on_error = \"skip\"); `suppressed` counts the similar warnings left out before this one.");
+                }
                 counts.skipped += 1;
             }
             OnError::DeadLetter => {
-                tracing::warn!(topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.record.offset, %reason, "dead-lettering a record the sink cannot write");
+                static LIMIT: LogLimit = LogLimit::new();
+                if let Some(suppressed) = LIMIT.check() {
+                    tracing::warn!(topic = %origin.tp.topic, partition = origin.tp.partition, offset = origin.record.offset, %reason, suppressed, "Sent a record the sink cannot write to the dead-letter table; `suppressed` counts the similar warnings left out before this one.");
+                }
                 counts.dead_letters += 1;
                 rejected.push((origin, reason.to_owned()));
             }

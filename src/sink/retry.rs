@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::ops::metrics as m;
+use crate::ops::status::status;
 use crate::plan::OffsetRange;
 use crate::sink::CommitKey;
 use crate::sink::WriteOutcome;
@@ -79,6 +81,8 @@ where
     Fut: Future<Output = Result<WriteOutcome, AttemptError>>,
 {
     let mut n = 0;
+    // Held while this write waits to retry: the pipeline is not ready meanwhile.
+    let mut _failing = None;
     loop {
         n += 1;
         let error = match attempt().await {
@@ -96,6 +100,14 @@ where
             return Err(error);
         }
         let wait = policy.jittered_backoff(n);
+        let cause = m::retry_cause(&error);
+        metrics::counter!(m::SINK_RETRIES, "pipeline" => key.pipeline.clone(), "cause" => cause)
+            .increment(1);
+        _failing = Some(status(&key.pipeline).sink_retrying(format!(
+            "a write failed ({cause}); retrying, attempt {} of {}",
+            n + 1,
+            policy.max_attempts
+        )));
         tracing::warn!(write = %describe(key), attempt = n, ?wait, %error, "Sink write failed; retrying.");
         tokio::time::sleep(wait).await;
     }

@@ -382,7 +382,8 @@ impl Sink for SqlSink {
             batch_size: self.config.batch_size,
             max_packet_bytes,
         };
-        tracing::info!(url = %redact(&self.config.url), table = %writer.table.table, "SQL sink open");
+        // Debug: the pipeline says "Sink ready." once it is open.
+        tracing::debug!(url = %redact(&self.config.url), table = %writer.table.table, "SQL sink open");
         self.opened = Some(Opened { pool, writer });
         Ok(())
     }

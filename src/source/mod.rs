@@ -12,7 +12,9 @@ use std::future::Future;
 
 mod record;
 
-pub use record::{PartitionBatch, RangeReader, RangeSender, Record, Sent, range_channels};
+pub use record::{
+    PartitionBatch, RangeReader, RangeSender, Record, Sent, TakenCount, range_channels,
+};
 
 mod budget;
 mod config;

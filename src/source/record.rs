@@ -83,9 +83,28 @@ pub struct RangeReader {
     /// Set at the first call of [`RangeReader::next_chunk`]: the writer is ready, so the fetch
     /// may wait for it to take chunks.
     wanted: Arc<AtomicBool>,
+    /// Records and bytes (keys and values) this reader took, for the metrics.
+    taken_count: Arc<TakenCount>,
     /// True once a chunk of records was taken.
     started: bool,
     ended: bool,
+}
+
+/// The records and bytes a [`RangeReader`] took, readable after it is gone.
+#[derive(Debug, Default)]
+pub struct TakenCount {
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl TakenCount {
+    /// `(records, bytes)` taken so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.records.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// The fetch's end of a [`RangeReader`].
@@ -130,6 +149,7 @@ pub fn range_channels(
                 chunks: rx,
                 taken: Arc::clone(&taken),
                 read: Arc::clone(&read),
+                taken_count: Arc::default(),
                 started: false,
                 ended: false,
             };
@@ -214,6 +234,11 @@ impl RangeSender {
 }
 
 impl RangeReader {
+    /// What this reader takes, counted as it goes.
+    pub fn taken_count(&self) -> Arc<TakenCount> {
+        Arc::clone(&self.taken_count)
+    }
+
     /// The range being read.
     pub fn range(&self) -> &OffsetRange {
         &self.range
@@ -251,6 +276,18 @@ impl RangeReader {
             Some(Chunk::Records(records)) => {
                 self.started = true;
                 self.read.fetch_add(records.len() as u64, Ordering::Relaxed);
+                let bytes: usize = records
+                    .iter()
+                    .map(|r| {
+                        r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)
+                    })
+                    .sum();
+                self.taken_count
+                    .records
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                self.taken_count
+                    .bytes
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
                 Ok(Some(records))
             }
             Some(Chunk::End) => {
