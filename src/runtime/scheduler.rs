@@ -266,6 +266,8 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
     /// partitions find their commit rows, the others write again.
     async fn execute(&mut self, plan: &BatchPlan, replay: bool) -> Result<BatchOutcome> {
         let mut attempt = 0;
+        // Not ready while a failed batch waits to run again.
+        let mut _failing = None;
         loop {
             attempt += 1;
             let error = match self.execute_once(plan, replay).await {
@@ -280,6 +282,15 @@ impl<S: Source, J: BatchJob> Scheduler<S, J> {
                 return Err(error);
             }
             let wait = self.rerun.backoff(attempt);
+            metrics::counter!(m::SINK_RETRIES, "pipeline" => self.schedule.pipeline.clone(), "cause" => m::retry_cause(&error))
+                .increment(1);
+            _failing = Some(self.ops.sink_retrying(format!(
+                "batch {} failed ({}); running it again, attempt {} of {}",
+                plan.batch_time,
+                m::retry_cause(&error),
+                attempt + 1,
+                self.rerun.max_attempts
+            )));
             warn!(message = "Batch failed; running it again from its plan.", batch_time = %plan.batch_time, attempt, ?wait, %error);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}

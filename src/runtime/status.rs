@@ -6,11 +6,11 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::blocking::run_blocking;
 use crate::checkpoint::RecoveryPreview;
 use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::plan::TopicPartition;
-use crate::blocking::run_blocking;
 use crate::sink::{Sink, SqlSink};
 use crate::source::KafkaSource;
 

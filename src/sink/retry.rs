@@ -100,17 +100,27 @@ where
             return Err(error);
         }
         let wait = policy.jittered_backoff(n);
-        let cause = m::retry_cause(&error);
-        metrics::counter!(m::SINK_RETRIES, "pipeline" => key.pipeline.clone(), "cause" => cause)
-            .increment(1);
-        _failing = Some(status(&key.pipeline).sink_retrying(format!(
-            "a write failed ({cause}); retrying, attempt {} of {}",
-            n + 1,
-            policy.max_attempts
-        )));
+        _failing = Some(note_retry(key, &error, n, policy.max_attempts));
         tracing::warn!(write = %describe(key), attempt = n, ?wait, %error, "Sink write failed; retrying.");
         tokio::time::sleep(wait).await;
     }
+}
+
+/// Counts a retry of the write of `key` after failed attempt `attempt`, and marks the pipeline not
+/// ready until the returned guard is dropped (the write got through or gave up).
+pub(crate) fn note_retry(
+    key: &CommitKey,
+    error: &Error,
+    attempt: u32,
+    max_attempts: u32,
+) -> crate::ops::status::Retrying {
+    let cause = m::retry_cause(error);
+    metrics::counter!(m::SINK_RETRIES, "pipeline" => key.pipeline.clone(), "cause" => cause)
+        .increment(1);
+    status(&key.pipeline).sink_retrying(format!(
+        "a write failed ({cause}); retrying, attempt {} of {max_attempts}",
+        attempt + 1
+    ))
 }
 
 /// Whether the commit row of `key` exists (with these ranges), waiting out transient errors.

@@ -11,7 +11,7 @@ use crate::sink::dialect::{
 };
 use crate::sink::mapping::RowMapper;
 use crate::sink::protocol::{AttemptError, Data, TableWriter, describe};
-use crate::sink::retry::{RetryPolicy, resolve, with_retries};
+use crate::sink::retry::{RetryPolicy, note_retry, resolve, with_retries};
 use crate::sink::value::SqlValue;
 use crate::sink::{CommitKey, CommittedPosition, Sink, WriteOutcome};
 use crate::source::{PartitionBatch, RangeReader};
@@ -436,6 +436,8 @@ impl Sink for SqlSink {
             message: format!("cannot encode the offset ranges: {e}"),
         })?;
         let mut n = 0;
+        // Not ready while a failed attempt waits to run again.
+        let mut _failing = None;
         loop {
             n += 1;
             let data = Data::Stream(&self.mapper, &mut input);
@@ -457,6 +459,7 @@ impl Sink for SqlSink {
             if input.started() || !error.is_retryable() || n >= self.retry.max_attempts {
                 return Err(error);
             }
+            _failing = Some(note_retry(key, &error, n, self.retry.max_attempts));
             let wait = self.retry.jittered_backoff(n);
             tracing::warn!(write = %describe(key), attempt = n, ?wait, %error, "Sink write failed; retrying.");
             tokio::time::sleep(wait).await;

@@ -50,8 +50,24 @@ fn snapshot(i: i64) -> Snapshot {
 }
 
 /// A fresh store with the initial snapshot at batch 0 and plans `1..=plans` logged.
+/// [`CheckpointStore::open`], waiting out a lock that a dropped store of this process still
+/// holds for a moment: a test that spawns `mount` forks, and until the child execs it shares
+/// every open file description, the LOCK file's flock included.
+fn open(dir: &Path) -> Result<CheckpointStore> {
+    let mut tries = 0;
+    loop {
+        match CheckpointStore::open(dir) {
+            Err(Error::CheckpointLocked { .. }) if tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 fn started(dir: &Path, plans: i64) -> Result<CheckpointStore> {
-    let mut store = CheckpointStore::open(dir)?;
+    let mut store = open(dir)?;
     assert_eq!(store.recover(&identity())?, Recovery::Fresh);
     store.write_snapshot(&snapshot(0))?;
     for i in 1..=plans {
@@ -68,7 +84,7 @@ fn snapshotted_at_2(dir: &Path, plans: i64) -> Result<CheckpointStore> {
 }
 
 fn recover(dir: &Path) -> Result<Recovery> {
-    CheckpointStore::open(dir)?.recover(&identity())
+    open(dir)?.recover(&identity())
 }
 
 fn resumed(snapshot_at: i64, plans: impl IntoIterator<Item = i64>) -> Recovery {
@@ -122,7 +138,7 @@ fn round_trip() -> TestResult {
     assert_eq!(store.positions().and_then(|p| p.get(&tp(0))), Some(&40));
     drop(store);
 
-    let mut store = CheckpointStore::open(dir.path())?;
+    let mut store = open(dir.path())?;
     assert_eq!(store.recover(&identity())?, resumed(2, 3..=4));
     assert_eq!(store.snapshot_time(), Some(t(2)));
     assert_eq!(store.last_batch_time(), Some(t(4)));
@@ -192,7 +208,7 @@ fn torn_last_plan_record_is_dropped_and_cut_off() -> TestResult {
     truncate_by(&log, 3)?;
     let torn_len = fs::metadata(&log)?.len();
 
-    let mut store = CheckpointStore::open(dir.path())?;
+    let mut store = open(dir.path())?;
     assert_eq!(store.recover(&identity())?, resumed(0, 1..=2));
     assert!(
         fs::metadata(&log)?.len() < torn_len,
@@ -242,7 +258,7 @@ fn second_open_of_a_held_directory_fails_fast() -> TestResult {
     assert_eq!(inspect(dir.path())?.lock, LockStatus::Held { pid: holder });
     drop(store);
     assert_eq!(inspect(dir.path())?.lock, LockStatus::Free);
-    CheckpointStore::open(dir.path())?;
+    open(dir.path())?;
     Ok(())
 }
 
@@ -270,7 +286,7 @@ fn a_crash_before_the_first_snapshot_is_renamed_leaves_a_fresh_directory() -> Te
     let dir = tempfile::tempdir()?;
     // The first snapshot's plan log is created before the snapshot; a crash came between.
     PlanLogWriter::create(&files::plan_log_path(dir.path(), t(0)), &[])?;
-    let mut store = CheckpointStore::open(dir.path())?;
+    let mut store = open(dir.path())?;
     assert_eq!(store.recover(&identity())?, Recovery::Fresh);
     assert_eq!(names(dir.path())?, ["LOCK"]);
     store.write_snapshot(&snapshot(3))?;
@@ -313,7 +329,7 @@ fn fingerprint_mismatch_names_the_changes() -> TestResult {
         "sqlite://orders.db table=orders",
     )
     .with_operator("counts", 2);
-    let result = CheckpointStore::open(dir.path())?.recover(&changed);
+    let result = open(dir.path())?.recover(&changed);
     match result {
         Err(Error::FingerprintMismatch { changes, .. }) => assert_eq!(
             changes,
@@ -366,7 +382,7 @@ fn temporary_files_are_removed_at_open() -> TestResult {
     fs::write(dir.path().join("snapshot-100.ckpt.tmp"), "half")?;
     fs::write(dir.path().join("keep.tmp"), "not ours")?;
     assert_eq!(inspect(dir.path())?.temp_files.len(), 1);
-    drop(CheckpointStore::open(dir.path())?);
+    drop(open(dir.path())?);
     assert_eq!(
         names(dir.path())?,
         ["LOCK", "keep.tmp", "plans-0.log", "snapshot-0.ckpt"]
@@ -428,7 +444,7 @@ fn failed_snapshot_at_the_current_time_does_not_strand_later_plans() -> TestResu
 #[test]
 fn failed_initial_snapshot_leaves_the_directory_empty() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut store = CheckpointStore::open(dir.path())?;
+    let mut store = open(dir.path())?;
     assert_eq!(store.recover(&identity())?, Recovery::Fresh);
     let obstacle = dir.path().join("snapshot-0.ckpt.tmp");
     fs::create_dir(&obstacle)?;
@@ -437,7 +453,7 @@ fn failed_initial_snapshot_leaves_the_directory_empty() -> TestResult {
     assert_eq!(names(dir.path())?, ["LOCK", "snapshot-0.ckpt.tmp"]);
     fs::remove_dir(&obstacle)?;
     drop(store);
-    let mut store = CheckpointStore::open(dir.path())?;
+    let mut store = open(dir.path())?;
     assert_eq!(store.recover(&identity())?, Recovery::Fresh);
     store.write_snapshot(&snapshot(0))?;
     store.append_plan(&plan(1))?;
@@ -565,7 +581,7 @@ fn a_full_disk_stops_appends_and_snapshots_until_space_is_freed() -> TestResult 
 #[test]
 fn writing_before_recovery_is_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut store = CheckpointStore::open(dir.path())?;
+    let mut store = open(dir.path())?;
     assert!(store.write_snapshot(&snapshot(0)).is_err());
     assert!(store.append_plan(&plan(1)).is_err());
     store.recover(&identity())?;
@@ -583,7 +599,7 @@ fn reset_keeps_offsets_and_plans_and_drops_state() -> TestResult {
     let changed = PipelineIdentity::new("orders", ["orders"], "sqlite://orders.db table=orders")
         .with_operator("counts", 2);
     assert!(matches!(
-        CheckpointStore::open(dir.path())?.recover(&changed),
+        open(dir.path())?.recover(&changed),
         Err(Error::FingerprintMismatch { .. })
     ));
 
@@ -600,7 +616,7 @@ fn reset_keeps_offsets_and_plans_and_drops_state() -> TestResult {
     let Recovery::Resume {
         snapshot: reset,
         plans,
-    } = CheckpointStore::open(dir.path())?.recover(&changed)?
+    } = open(dir.path())?.recover(&changed)?
     else {
         panic!("expected to resume");
     };
@@ -694,7 +710,7 @@ proptest! {
 }
 
 fn started_again_and_append(dir: &Path, i: i64) -> Result<CheckpointStore> {
-    let mut store = CheckpointStore::open(dir)?;
+    let mut store = open(dir)?;
     store.recover(&identity())?;
     store.append_plan(&plan(i))?;
     Ok(store)
