@@ -83,3 +83,11 @@ apt_install() {
   fi
   ((status == 0)) || die "apt-get install $* failed (exit $status)"
 }
+
+# What building weir needs besides the Rust toolchain: librdkafka is built from source with TLS
+# (rdkafka's `ssl` feature) against the system's OpenSSL, found with pkg-config.
+ensure_build_packages() {
+  if ! dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then
+    apt_install libssl-dev pkg-config
+  fi
+}
