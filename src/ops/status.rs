@@ -47,6 +47,16 @@ pub(crate) struct CommitPoint {
     pub already_committed: u64,
 }
 
+/// One record stored in `weir_dead_letters`, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct DeadLetterPoint {
+    pub batch_time_ms: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+}
+
 #[derive(Debug, Default, Serialize)]
 struct Inner {
     batch_interval_ms: u64,
@@ -60,6 +70,7 @@ struct Inner {
     batches: VecDeque<BatchPoint>,
     lag: BTreeMap<(String, i32), PartitionLag>,
     commits: VecDeque<CommitPoint>,
+    dead_letters: VecDeque<DeadLetterPoint>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -191,6 +202,19 @@ impl PipelineStatus {
         inner.totals.dead_letters += dead_letters;
     }
 
+    /// A record written to `weir_dead_letters`. A write that rolled back and ran again writes
+    /// its dead letters again: each record is listed once.
+    pub(crate) fn record_dead_letter(&self, point: DeadLetterPoint) {
+        let mut inner = self.lock();
+        let same = |d: &DeadLetterPoint| {
+            (d.topic.as_str(), d.partition, d.offset)
+                == (point.topic.as_str(), point.partition, point.offset)
+        };
+        if !inner.dead_letters.iter().any(same) {
+            push(&mut inner.dead_letters, point, EVENTS_KEPT);
+        }
+    }
+
     pub(crate) fn set_lag(&self, lags: impl IntoIterator<Item = PartitionLag>) {
         let mut inner = self.lock();
         for lag in lags {
@@ -220,6 +244,7 @@ impl PipelineStatus {
             "batches": inner.batches,
             "lag": inner.lag.values().collect::<Vec<_>>(),
             "commits": inner.commits.iter().rev().collect::<Vec<_>>(),
+            "dead_letters": inner.dead_letters.iter().rev().collect::<Vec<_>>(),
             "config": inner.config,
         })
     }
@@ -230,4 +255,32 @@ fn push<T>(queue: &mut VecDeque<T>, item: T, keep: usize) {
         queue.pop_front();
     }
     queue.push_back(item);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_dead_letters_are_listed_once_each_newest_first() {
+        let status = status("status-dead-letters-test");
+        let point = |offset: i64| DeadLetterPoint {
+            batch_time_ms: 1_000,
+            topic: "orders".to_owned(),
+            partition: 0,
+            offset,
+            reason: "not a number".to_owned(),
+        };
+        for offset in [5, 6, 5] {
+            status.record_dead_letter(point(offset));
+        }
+        for offset in 0..30 {
+            status.record_dead_letter(point(100 + offset));
+        }
+        let json = status.to_json();
+        let listed = json["dead_letters"].as_array().unwrap();
+        assert_eq!(listed.len(), EVENTS_KEPT);
+        assert_eq!(listed[0]["offset"], 129);
+        assert_eq!(listed[0]["reason"], "not a number");
+    }
 }

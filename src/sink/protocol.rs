@@ -287,6 +287,15 @@ impl TableWriter {
                     origin.tp,
                     origin.record.offset
                 )))?;
+            crate::ops::status::status(&key.pipeline).record_dead_letter(
+                crate::ops::status::DeadLetterPoint {
+                    batch_time_ms: key.batch_time.as_millis(),
+                    topic: origin.tp.topic.clone(),
+                    partition: origin.tp.partition,
+                    offset: origin.record.offset,
+                    reason: reason.clone(),
+                },
+            );
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::common::TestEnv;
 use crate::ops_support::{free_port, wait_for};
-use crate::pipeline_support::{Running, TABLE, pipeline_toml, produce};
+use crate::pipeline_support::{Running, TABLE, pipeline_toml, produce, send};
 use crate::sink_support::TestDb;
 
 const PARTITIONS: i32 = 3;
@@ -64,6 +64,11 @@ async fn ops_status_page_draws_the_batches_in_chromium() -> Result<()> {
         "[source]",
         &format!("http = \"127.0.0.1:{port}\"\n\n[source]"),
         1,
+    )
+    .replacen(
+        "create_table = true",
+        "create_table = true\non_error = \"dead_letter\"",
+        1,
     );
     let running = Running::start(&toml)?;
     wait_for(port, "/health/ready", Duration::from_secs(60), |code, _| {
@@ -75,8 +80,19 @@ async fn ops_status_page_draws_the_batches_in_chromium() -> Result<()> {
     for wave in [1500, 600, 2400] {
         produce(&producer, &topic, total..total + wave, PARTITIONS).await?;
         total += wave;
+        if wave == 600 {
+            // One record that is not an order: a dead letter the page lists.
+            send(
+                &producer,
+                &topic,
+                [(0, None, Some(r#"{"id":"bad"}"#.to_owned()))],
+            )
+            .await?;
+        }
+        let read = total + 1;
         crate::ops_support::wait_for(port, "/api/status", Duration::from_secs(60), |_, body| {
-            body.contains(&format!("\"records\":{total},"))
+            body.contains(&format!("\"records\":{read},"))
+                || (wave == 1500 && body.contains(&format!("\"records\":{total},")))
         })
         .await?;
     }
@@ -100,6 +116,10 @@ async fn ops_status_page_draws_the_batches_in_chromium() -> Result<()> {
         "the lag table does not name the topic"
     );
     ensure!(dom.contains(">ready<"), "the page does not say ready");
+    ensure!(
+        dom.contains(&format!("{}/0@", topic.name)) && dom.contains("expected a 64-bit integer"),
+        "the page does not list the dead letter"
+    );
 
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
