@@ -24,6 +24,7 @@
 //! `ARCHITECTURE.md`, at the root of the repository, is the code map and the six invariants of
 //! the exactly-once protocol, each with the function where it holds and the test that proves it.
 
+pub mod batch;
 mod blocking;
 pub mod checkpoint;
 pub mod config;

@@ -11,11 +11,11 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, Span};
 
+use crate::batch::{PartitionBatch, RangeReader};
 use crate::checkpoint::OperatorState;
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, TopicPartition};
 use crate::sink::{CommitKey, Sink, WriteOutcome, source_partition_id};
-use crate::source::{PartitionBatch, RangeReader};
 
 /// What one batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

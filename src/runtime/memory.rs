@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::job::{BatchJob, BatchOutcome};
 use super::scheduler::{RunSummary, Schedule, Scheduler};
+use crate::batch::{PartitionBatch, Record};
 use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery};
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, BatchTime, OffsetRange, TopicPartition};
 use crate::rate::{RateConfig, RateController};
 use crate::sink::{CommitKey, CommittedPosition, CommittedPositions, Sink, WriteOutcome};
-use crate::source::{OnDataLoss, PartitionBatch, Planner, Record, Source, Watermarks};
+use crate::source::{OnDataLoss, Planner, Source, Watermarks};
 
 /// Partitions and their records; every log starts at offset 0. Shared by the sources of
 /// successive runs, as a topic outlives the processes that read it.

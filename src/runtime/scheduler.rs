@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, debug_span, field, info, info_span, warn};
 
 use super::job::{BatchJob, BatchOutcome};
+use crate::batch::{TakenCount, range_channels};
 use crate::blocking::run_blocking;
 use crate::checkpoint::{CheckpointStore, PipelineIdentity, Recovery, Snapshot};
 use crate::error::{Error, Result};
@@ -27,7 +28,7 @@ use crate::ops::status::{BatchPoint, CommitPoint, PartitionLag, PipelineStatus};
 use crate::plan::{BatchPlan, BatchTime, TopicPartition, interval_millis};
 use crate::rate::{BatchStats, RateController};
 use crate::sink::RetryPolicy;
-use crate::source::{Planner, Source, TakenCount, Watermarks, lags, range_channels};
+use crate::source::{Planner, Source, Watermarks, lags};
 
 /// Chunks a range's channel holds between the source and its writer.
 const CHUNKS_IN_FLIGHT: usize = 2;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use chrono::Datelike;
 
+use crate::batch::{PartitionBatch, Record};
 use crate::error::{Error, Result};
 use crate::plan::TopicPartition;
 use crate::sink::config::{KeySource, MetadataField, SqlSinkConfig, WriteMode};
@@ -15,7 +16,6 @@ use crate::sink::dialect::{Dialect, TableColumn};
 use crate::sink::json::{self, Document, Leaf};
 use crate::sink::types::ColumnType;
 use crate::sink::value::{SqlValue, from_leaf};
-use crate::source::{PartitionBatch, Record};
 
 /// Where a column's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,9 +45,9 @@ pub use value::SqlValue;
 pub(crate) use conn::SinkPool;
 pub(crate) use mapping::{Op, RowMapper};
 
+use crate::batch::{PartitionBatch, RangeReader};
 use crate::error::Result;
 use crate::plan::{BatchTime, OffsetRange, TopicPartition};
-use crate::source::{PartitionBatch, RangeReader};
 
 /// The idempotency token of one atomic write: `(pipeline, batch time, output partition)`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -13,6 +13,7 @@
 
 use sqlx::mysql::MySqlDatabaseError;
 
+use crate::batch::{PartitionBatch, RangeReader};
 use crate::error::{Error, Result};
 use crate::ops::log_limit::LogLimit;
 use crate::ops::metrics as m;
@@ -27,7 +28,6 @@ use crate::sink::failpoint::failpoint;
 use crate::sink::mapping::{Mapped, Op, Origin, RowMapper};
 use crate::sink::value::SqlValue;
 use crate::sink::{CommitKey, WriteCounts, WriteOutcome, is_source_partition_id};
-use crate::source::{PartitionBatch, RangeReader};
 
 /// PostgreSQL COPY chunks hold at least this many rows: COPY has no parameter limit, and fewer,
 /// larger chunks cost fewer round trips.

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::batch::{PartitionBatch, RangeReader};
 use crate::error::{Error, Result};
 use crate::plan::{BatchTime, OffsetRange, TopicPartition};
 use crate::sink::config::{SqlSinkConfig, WriteMode, redact};
@@ -14,7 +15,6 @@ use crate::sink::protocol::{AttemptError, Data, TableWriter, describe};
 use crate::sink::retry::{RetryPolicy, note_retry, resolve, with_retries};
 use crate::sink::value::SqlValue;
 use crate::sink::{CommitKey, CommittedPosition, Sink, WriteOutcome};
-use crate::source::{PartitionBatch, RangeReader};
 
 /// Writes Kafka records into one SQL table, exactly once per `(pipeline, batch time, partition)`.
 ///

@@ -35,7 +35,7 @@ use tracing::{debug, error, info, warn};
 use super::budget::{ChunkLimits, MemoryBudget};
 use super::config::{KafkaSourceConfig, StartingOffsets};
 use super::planner::Watermarks;
-use super::record::{PartitionBatch, RangeReader, RangeSender, Record, Sent, range_channels};
+use crate::batch::{PartitionBatch, RangeReader, RangeSender, Record, Sent, range_channels};
 use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, OffsetRange, TopicPartition};

@@ -12,7 +12,9 @@ use std::future::Future;
 
 mod record;
 
-pub use record::{
+// A batch's records live beside the plan vocabulary, so that sinks need not import sources;
+// re-exported here, where users of a source look for them.
+pub use crate::batch::{
     PartitionBatch, RangeReader, RangeSender, Record, Sent, TakenCount, range_channels,
 };
 

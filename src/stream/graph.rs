@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::PartitionBatch;
 use crate::checkpoint::OperatorState;
 use crate::error::{Error, Result};
 use crate::plan::{BatchPlan, BatchTime, TopicPartition};
-use crate::source::PartitionBatch;
 
 use super::persist::Spilled;
 use super::reference::Refresh;

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use crate::batch::PartitionBatch;
 use crate::blocking::run_blocking;
 use crate::checkpoint::OperatorState;
 use crate::error::{Error, Result};
 use crate::plan::BatchPlan;
 use crate::runtime::{BatchJob, BatchOutcome};
 use crate::sink::{Sink, SqlSink, WriteOutcome};
-use crate::source::PartitionBatch;
 
 use super::graph::{BatchInput, Graph};
 use super::reference::prepare_all;

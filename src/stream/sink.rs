@@ -17,10 +17,10 @@
 
 use serde::Serialize;
 
+use crate::batch::{PartitionBatch, Record};
 use crate::error::{Error, Result};
 use crate::plan::{OffsetRange, TopicPartition};
 use crate::sink::{CommitKey, SqlSink, SqlSinkConfig, source_partition_id};
-use crate::source::{PartitionBatch, Record};
 
 use super::dstream::{DStream, Data, lock};
 use super::graph::{Batch, BatchInput, Layout, Node, NodeId, PartitionId, Step};

@@ -7,9 +7,9 @@ use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 
+use crate::batch::Record;
 use crate::error::{Error, Result};
 use crate::plan::TopicPartition;
-use crate::source::Record;
 
 use super::dstream::Data;
 use super::graph::{Batch, Node, PartitionId, Step};

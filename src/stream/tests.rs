@@ -13,8 +13,8 @@ use proptest::prelude::*;
 
 use super::graph::{BatchInput, Graph};
 use super::{DStream, ReferenceTable, StorageLevel, StreamConfig, StreamingContext};
+use crate::batch::{PartitionBatch, Record};
 use crate::plan::{BatchPlan, BatchTime, OffsetRange, TopicPartition};
-use crate::source::{PartitionBatch, Record};
 
 const TOPIC: &str = "words";
 const INTERVAL: u64 = 100;

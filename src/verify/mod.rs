@@ -41,11 +41,11 @@ use std::sync::Arc;
 
 pub use report::{PartitionReport, Problem, ProblemKind, Report};
 
+use crate::batch::PartitionBatch;
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::plan::TopicPartition;
 use crate::sink::{ColumnType, OnError, Op, RowMapper, SinkPool, WriteMode};
-use crate::source::PartitionBatch;
 
 use compare::{Comparison, Identity};
 use expected::Expected;

@@ -13,9 +13,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::batch::Record;
 use crate::error::{Error, Result};
 use crate::plan::{OffsetRange, TopicPartition};
-use crate::source::{KafkaSourceConfig, Record};
+use crate::source::KafkaSourceConfig;
 
 use super::{Progress, Spans};
 
