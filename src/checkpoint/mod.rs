@@ -14,7 +14,7 @@
 //! starts with the magic `WEIRPLAN` and its format version; each record is a little-endian `u32`
 //! length, a CRC32C over that length and the payload, and the bincode [`BatchPlan`]. Snapshots and
 //! new plan logs are written atomically (temporary file, fsync, rename, fsync the directory);
-//! plans are appended and fsynced before [`CheckpointStore::append_plan`] returns, which is
+//! plans are appended and fsynced before `CheckpointStore::append_plan` returns, which is
 //! invariant 2: no effect of a batch precedes its durable plan.
 //!
 //! When a snapshot at `t` is written, the plans already logged after `t` are copied into the new
@@ -25,7 +25,7 @@
 //!
 //! # The recovery rule
 //!
-//! [`CheckpointStore::recover`] loads the newest snapshot that is whole (a torn or corrupt newer
+//! `CheckpointStore::recover` loads the newest snapshot that is whole (a torn or corrupt newer
 //! one is skipped with a warning; one written by a newer weir stops recovery), checks that it
 //! belongs to this pipeline ([`PipelineIdentity`]), and reads the plans logged after it from every
 //! plan log at or after its batch time, in batch-time order. Those plans are replayed verbatim by
@@ -100,9 +100,15 @@ pub use inspect::{
 pub use lock::LockStatus;
 pub use plan_log::PLAN_LOG_FORMAT_VERSION;
 pub use snapshot::{OperatorState, SNAPSHOT_FORMAT_VERSION, Snapshot};
-pub use store::{
-    CheckpointStore, DEFAULT_KEEP_SNAPSHOTS, Recovery, ResetReport, reset_keep_offsets,
-};
+/// The engine's own parts: public only for weir's integration tests and benchmarks
+/// (the `internals` feature, which they enable), not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use store::{CheckpointStore, Recovery};
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use store::{CheckpointStore, Recovery};
+pub use store::{DEFAULT_KEEP_SNAPSHOTS, ResetReport, reset_keep_offsets};
 
 #[cfg(doc)]
 use crate::plan::BatchPlan;

@@ -83,6 +83,8 @@ struct Active {
     log: Option<PlanLogWriter>,
 }
 
+// Some methods serve only the engine tests (the `internals` feature).
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 impl CheckpointStore {
     /// Opens the checkpoint directory `dir`, creating it if needed, and takes its lock, held until
     /// the store is dropped. Temporary files of writes a crash interrupted are removed.

@@ -16,5 +16,14 @@ mod status;
 pub use job::{BatchJob, BatchOutcome, TableJob};
 pub(crate) use pipeline::refuse_when_sink_ahead;
 pub use pipeline::{pipeline_identity, run_pipeline};
-pub use scheduler::{RunSummary, Schedule, Scheduler};
+pub use scheduler::RunSummary;
+/// The engine's own parts: public only for weir's integration tests and benchmarks
+/// (the `internals` feature, which they enable), not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use scheduler::{Schedule, Scheduler};
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use scheduler::{Schedule, Scheduler};
+
 pub use status::{PartitionStatus, StatusReport, pipeline_status};

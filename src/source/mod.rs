@@ -28,11 +28,47 @@ mod socket;
 
 pub use budget::{ByteSize, MemoryBudget};
 pub use config::{IsolationLevel, KafkaSourceConfig, OnDataLoss, PidConfig, StartingOffsets};
+/// The engine's own parts: public only for weir's integration tests and benchmarks
+/// (the `internals` feature, which they enable), not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub use file::FileSource;
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use file::FileSource;
+/// The engine's own parts: public only for weir's integration tests and benchmarks
+/// (the `internals` feature, which they enable), not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub use kafka::KafkaSource;
-pub use planner::{Planner, Watermarks, lags};
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use kafka::KafkaSource;
+/// The engine's own parts: public only for weir's integration tests and benchmarks
+/// (the `internals` feature, which they enable), not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use planner::Planner;
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use planner::Planner;
+pub use planner::{Watermarks, lags};
+/// The engine's own parts: public only for weir's integration tests and benchmarks
+/// (the `internals` feature, which they enable), not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub use set::{SourceKind, SourceSet};
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use set::{SourceKind, SourceSet};
+/// The engine's own parts: public only for weir's integration tests and benchmarks
+/// (the `internals` feature, which they enable), not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub use socket::SocketSource;
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use socket::SocketSource;
 
 use crate::error::Result;
 use crate::plan::{BatchPlan, TopicPartition};
@@ -51,7 +87,7 @@ pub enum Guarantee {
 /// A source of batches: data numbered by partition and offset, read range by range.
 ///
 /// The scheduler discovers partitions, asks for their [`Watermarks`], plans ranges between them
-/// with the [`Planner`], logs the plan, and only then calls [`fetch`](Source::fetch). A source
+/// with the `Planner`, logs the plan, and only then calls [`fetch`](Source::fetch). A source
 /// that must remember anything to read a range again (a file source's list of files) makes it
 /// durable before `watermarks` returns offsets that cover it, so that a logged plan always
 /// means the same data.
