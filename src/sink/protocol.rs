@@ -240,7 +240,8 @@ impl TableWriter {
                         range: input.range().clone(),
                         records,
                     };
-                    let mapped = mapper.map(std::slice::from_ref(&batch));
+                    let mapped =
+                        crate::blocking::cpu_bound(|| mapper.map(std::slice::from_ref(&batch)));
                     self.write_mapped(tx, key, &mapped, &mut counts).await?;
                     failpoint("sink::between_chunks")?;
                 }

@@ -403,7 +403,7 @@ impl Sink for SqlSink {
             batch_time: key.batch_time,
             message: format!("cannot encode the offset ranges: {e}"),
         })?;
-        let mapped = self.mapper.map(input);
+        let mapped = crate::blocking::cpu_bound(|| self.mapper.map(input));
         with_retries(&self.retry, &opened.pool, key, &ranges, || {
             opened.writer.attempt(
                 &opened.pool,
