@@ -196,18 +196,7 @@ impl<S: Sink + 'static> BatchJob for TableJob<S> {
                 };
                 AbortOnDropHandle::new(tokio::spawn(write.instrument(Span::current())))
             });
-        let outcome = stream::iter(writes)
-            .buffer_unordered(self.parallelism)
-            .map(|joined| {
-                joined.map_err(|e| Error::TaskFailed {
-                    what: format!("a sink write of batch {}", plan.batch_time),
-                    message: e.to_string(),
-                })?
-            })
-            .try_fold(BatchOutcome::default(), |acc, outcome| async move {
-                Ok(acc.add(&outcome))
-            })
-            .await?;
+        let outcome = join_writes(plan, writes, self.parallelism).await?;
         let outcome = BatchOutcome { records, ..outcome };
         self.report(plan, &outcome, started.elapsed());
         Ok(outcome)
@@ -240,18 +229,7 @@ impl<S: Sink + 'static> BatchJob for TableJob<S> {
                 let write = async move { sink.write_stream(&key, &ranges, reader).await };
                 AbortOnDropHandle::new(tokio::spawn(write.instrument(Span::current())))
             });
-        let outcome = stream::iter(writes)
-            .buffer_unordered(self.parallelism)
-            .map(|joined| {
-                joined.map_err(|e| Error::TaskFailed {
-                    what: format!("a sink write of batch {}", plan.batch_time),
-                    message: e.to_string(),
-                })?
-            })
-            .try_fold(BatchOutcome::default(), |acc, outcome| async move {
-                Ok(acc.add(&outcome))
-            })
-            .await?;
+        let outcome = join_writes(plan, writes, self.parallelism).await?;
         let records = read.map_or(0, |r| r.load(Ordering::Relaxed));
         let outcome = BatchOutcome { records, ..outcome };
         self.report(plan, &outcome, started.elapsed());
@@ -261,6 +239,27 @@ impl<S: Sink + 'static> BatchJob for TableJob<S> {
     fn reruns(&self) -> bool {
         true
     }
+}
+
+/// Runs the writes of a batch's output partitions, `parallelism` at a time, and adds up what
+/// they did; the first failure fails the batch (the other writes, dropped, are aborted).
+async fn join_writes(
+    plan: &BatchPlan,
+    writes: impl Iterator<Item = AbortOnDropHandle<Result<WriteOutcome>>>,
+    parallelism: usize,
+) -> Result<BatchOutcome> {
+    stream::iter(writes)
+        .buffer_unordered(parallelism)
+        .map(|joined| {
+            joined.map_err(|e| Error::TaskFailed {
+                what: format!("a sink write of batch {}", plan.batch_time),
+                message: e.to_string(),
+            })?
+        })
+        .try_fold(BatchOutcome::default(), |acc, outcome| async move {
+            Ok(acc.add(&outcome))
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -395,14 +395,7 @@ impl Sink for SqlSink {
         input: &[PartitionBatch],
     ) -> Result<WriteOutcome> {
         let opened = self.opened()?;
-        // By partition, keeping each partition's order: a recorded gap comes before the range it
-        // bridges, and the contiguity check advances across it in that order.
-        let mut ranges = ranges.to_vec();
-        ranges.sort_by(|a, b| a.tp.cmp(&b.tp));
-        let ranges_json = serde_json::to_string(&ranges).map_err(|e| Error::Batch {
-            batch_time: key.batch_time,
-            message: format!("cannot encode the offset ranges: {e}"),
-        })?;
+        let (ranges, ranges_json) = commit_ranges(key, ranges)?;
         let mapped = crate::blocking::cpu_bound(|| self.mapper.map(input));
         with_retries(&self.retry, &opened.pool, key, &ranges, || {
             opened.writer.attempt(
@@ -427,14 +420,7 @@ impl Sink for SqlSink {
         mut input: RangeReader,
     ) -> Result<WriteOutcome> {
         let opened = self.opened()?;
-        // By partition, keeping each partition's order: a recorded gap comes before the range it
-        // bridges, and the contiguity check advances across it in that order.
-        let mut ranges = ranges.to_vec();
-        ranges.sort_by(|a, b| a.tp.cmp(&b.tp));
-        let ranges_json = serde_json::to_string(&ranges).map_err(|e| Error::Batch {
-            batch_time: key.batch_time,
-            message: format!("cannot encode the offset ranges: {e}"),
-        })?;
+        let (ranges, ranges_json) = commit_ranges(key, ranges)?;
         let mut n = 0;
         // Not ready while a failed attempt waits to run again.
         let mut _failing = None;
@@ -567,4 +553,17 @@ impl Sink for SqlSink {
             })
             .collect())
     }
+}
+
+/// The ranges a write covers as its commit row stores them, and their JSON: by partition, keeping
+/// each partition's order (a recorded gap comes before the range it bridges, and the contiguity
+/// check advances across it in that order).
+fn commit_ranges(key: &CommitKey, ranges: &[OffsetRange]) -> Result<(Vec<OffsetRange>, String)> {
+    let mut ranges = ranges.to_vec();
+    ranges.sort_by(|a, b| a.tp.cmp(&b.tp));
+    let json = serde_json::to_string(&ranges).map_err(|e| Error::Batch {
+        batch_time: key.batch_time,
+        message: format!("cannot encode the offset ranges: {e}"),
+    })?;
+    Ok((ranges, json))
 }
